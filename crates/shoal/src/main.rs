@@ -1,1 +1,2 @@
-fn main(){}
+//! `shoal`: the one binary. Wiring only: `shoal daemon`, the hidden `shoal shim`, and the CLI verbs.
+fn main() {}

@@ -1,0 +1,353 @@
+//! Typed views of the parts of user specs that orchestration reads, with Docker's defaults.
+//!
+//! Specs are stored as the client sent them ([`crate::engine::ServiceSpec`]); these functions
+//! read them with the defaults swarmkit applies (restart on any condition after 5 s, update
+//! parallelism 1 with a 5 s monitor, stop grace period 10 s, ...).
+
+use crate::engine;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Label naming the runtime a service's tasks use (`process`, later `container`).
+pub const RUNTIME_LABEL: &str = "shoal.runtime";
+/// Default task history retention (`swarm init --task-history-limit`).
+pub const DEFAULT_TASK_HISTORY_LIMIT: i64 = 5;
+/// Default dispatcher heartbeat period.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Default stop grace period before SIGKILL.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Converts a Docker duration (int64 nanoseconds) to a [`Duration`]; negative counts as zero.
+pub fn ns(v: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(v).unwrap_or(0))
+}
+
+/// How a service's tasks are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceMode {
+    Replicated { replicas: u64 },
+    Global,
+    ReplicatedJob { max_concurrent: u64, total_completions: u64 },
+    GlobalJob,
+}
+
+impl ServiceMode {
+    pub fn is_job(self) -> bool {
+        matches!(
+            self,
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob
+        )
+    }
+    pub fn is_global(self) -> bool {
+        matches!(self, ServiceMode::Global | ServiceMode::GlobalJob)
+    }
+    /// The name `service ls` shows in MODE.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated job",
+            ServiceMode::GlobalJob => "global job",
+        }
+    }
+}
+
+/// The service's mode (replicated with 1 replica when unset). Negative counts read as 0;
+/// validation refuses them before they are stored.
+pub fn service_mode(spec: &engine::ServiceSpec) -> ServiceMode {
+    let Some(mode) = &spec.mode else {
+        return ServiceMode::Replicated { replicas: 1 };
+    };
+    if mode.global.is_some() {
+        return ServiceMode::Global;
+    }
+    if mode.global_job.is_some() {
+        return ServiceMode::GlobalJob;
+    }
+    if let Some(job) = &mode.replicated_job {
+        let total = job.total_completions.unwrap_or(1).max(0) as u64;
+        let max = job.max_concurrent.unwrap_or(1).max(0) as u64;
+        return ServiceMode::ReplicatedJob {
+            max_concurrent: max,
+            total_completions: total,
+        };
+    }
+    let replicas = mode
+        .replicated
+        .as_ref()
+        .and_then(|r| r.replicas)
+        .unwrap_or(1)
+        .max(0) as u64;
+    ServiceMode::Replicated { replicas }
+}
+
+/// When a finished task is replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+/// A task template's restart policy with defaults applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay: Duration,
+    /// 0 means unlimited.
+    pub max_attempts: u64,
+    /// Zero means attempts are counted over the task's whole history.
+    pub window: Duration,
+}
+
+/// Restart policy with swarmkit's defaults (any, 5 s, unlimited, no window).
+pub fn restart_policy(task: &engine::TaskSpec) -> RestartPolicy {
+    use engine::TaskSpecRestartPolicyConditionEnum as C;
+    let p = task.restart_policy.as_ref();
+    let condition = match p.and_then(|p| p.condition) {
+        Some(C::NONE) => RestartCondition::None,
+        Some(C::ON_FAILURE) => RestartCondition::OnFailure,
+        _ => RestartCondition::Any,
+    };
+    RestartPolicy {
+        condition,
+        delay: p
+            .and_then(|p| p.delay)
+            .map(ns)
+            .unwrap_or(Duration::from_secs(5)),
+        max_attempts: p
+            .and_then(|p| p.max_attempts)
+            .unwrap_or(0)
+            .max(0) as u64,
+        window: p.and_then(|p| p.window).map(ns).unwrap_or(Duration::ZERO),
+    }
+}
+
+/// What the updater does when an updated task fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureAction {
+    Pause,
+    Continue,
+    Rollback,
+}
+
+/// Whether the old task stops before the new one starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+/// Update (or rollback) configuration with defaults applied.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UpdateConfig {
+    /// Tasks updated at once; 0 means all at once.
+    pub parallelism: u64,
+    pub delay: Duration,
+    pub failure_action: FailureAction,
+    pub monitor: Duration,
+    pub max_failure_ratio: f64,
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay: Duration::ZERO,
+            failure_action: FailureAction::Pause,
+            monitor: Duration::from_secs(5),
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// The service's update configuration (defaults: parallelism 1, pause, monitor 5 s, stop-first).
+pub fn update_config(spec: &engine::ServiceSpec) -> UpdateConfig {
+    use engine::ServiceSpecUpdateConfigFailureActionEnum as F;
+    use engine::ServiceSpecUpdateConfigOrderEnum as O;
+    let d = UpdateConfig::default();
+    let Some(u) = &spec.update_config else {
+        return d;
+    };
+    UpdateConfig {
+        parallelism: u.parallelism.map(|p| p.max(0) as u64).unwrap_or(1),
+        delay: u.delay.map(ns).unwrap_or(d.delay),
+        failure_action: match u.failure_action {
+            Some(F::CONTINUE) => FailureAction::Continue,
+            Some(F::ROLLBACK) => FailureAction::Rollback,
+            _ => FailureAction::Pause,
+        },
+        monitor: u.monitor.filter(|m| *m > 0).map(ns).unwrap_or(d.monitor),
+        max_failure_ratio: u.max_failure_ratio.unwrap_or(0.0),
+        order: match u.order {
+            Some(O::START_FIRST) => UpdateOrder::StartFirst,
+            _ => UpdateOrder::StopFirst,
+        },
+    }
+}
+
+/// CPU and memory amounts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+}
+
+/// What a task reserves on its node (limits are not counted by the scheduler).
+pub fn reservations(task: &engine::TaskSpec) -> Resources {
+    let r = task.resources.as_ref().and_then(|r| r.reservations.as_ref());
+    Resources {
+        nano_cpus: r.and_then(|r| r.nano_cpus).unwrap_or(0),
+        memory_bytes: r.and_then(|r| r.memory_bytes).unwrap_or(0),
+    }
+}
+
+/// Placement constraints (`node.role==manager`, ...).
+pub fn constraints(task: &engine::TaskSpec) -> &[String] {
+    task.placement
+        .as_ref()
+        .and_then(|p| p.constraints.as_deref())
+        .unwrap_or(&[])
+}
+
+/// Spread descriptors of the placement preferences (`node.labels.zone`), in order.
+pub fn spread_preferences(task: &engine::TaskSpec) -> Vec<String> {
+    task.placement
+        .as_ref()
+        .and_then(|p| p.preferences.as_ref())
+        .map(|prefs| {
+            prefs
+                .iter()
+                .filter_map(|p| p.spread.as_ref().and_then(|s| s.spread_descriptor.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Max replicas of the service per node; 0 means unlimited.
+pub fn max_replicas_per_node(task: &engine::TaskSpec) -> u64 {
+    task.placement
+        .as_ref()
+        .and_then(|p| p.max_replicas)
+        .unwrap_or(0)
+        .max(0) as u64
+}
+
+/// Platforms the task's image supports (empty: any).
+pub fn platforms(task: &engine::TaskSpec) -> &[engine::Platform] {
+    task.placement
+        .as_ref()
+        .and_then(|p| p.platforms.as_deref())
+        .unwrap_or(&[])
+}
+
+/// The runtime named by the service (label `shoal.runtime` on the service or the container spec).
+pub fn runtime_name(spec: &engine::ServiceSpec) -> Option<String> {
+    let from = |l: Option<&HashMap<String, String>>| l.and_then(|l| l.get(RUNTIME_LABEL)).cloned();
+    from(spec.labels.as_ref()).or_else(|| {
+        from(
+            spec.task_template
+                .as_ref()
+                .and_then(|t| t.container_spec.as_ref())
+                .and_then(|c| c.labels.as_ref()),
+        )
+    })
+}
+
+/// Stop grace period of a container spec (10 s when unset).
+pub fn stop_grace_period(task: &engine::TaskSpec) -> Duration {
+    task.container_spec
+        .as_ref()
+        .and_then(|c| c.stop_grace_period)
+        .map(ns)
+        .unwrap_or(DEFAULT_STOP_GRACE)
+}
+
+/// The command a task runs: `ContainerSpec.Command` followed by `Args`.
+pub fn command_line(task: &engine::TaskSpec) -> Vec<String> {
+    let Some(c) = &task.container_spec else {
+        return Vec::new();
+    };
+    let mut v = c.command.clone().unwrap_or_default();
+    v.extend(c.args.clone().unwrap_or_default());
+    v
+}
+
+/// Task history retention limit of a cluster spec (5 when unset).
+pub fn task_history_limit(spec: &engine::SwarmSpec) -> i64 {
+    spec.orchestration
+        .as_ref()
+        .and_then(|o| o.task_history_retention_limit)
+        .unwrap_or(DEFAULT_TASK_HISTORY_LIMIT)
+}
+
+/// Heartbeat period of a cluster spec (5 s when unset).
+pub fn heartbeat_period(spec: &engine::SwarmSpec) -> Duration {
+    spec.dispatcher
+        .as_ref()
+        .and_then(|d| d.heartbeat_period)
+        .filter(|p| *p > 0)
+        .map(ns)
+        .unwrap_or(DEFAULT_HEARTBEAT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(mode: Option<engine::ServiceSpecMode>) -> engine::ServiceSpec {
+        engine::ServiceSpec {
+            mode,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mode_defaults_to_one_replica() {
+        assert_eq!(
+            service_mode(&svc(None)),
+            ServiceMode::Replicated { replicas: 1 }
+        );
+        let global = engine::ServiceSpecMode {
+            global: Some(HashMap::new()),
+            ..Default::default()
+        };
+        assert_eq!(service_mode(&svc(Some(global))), ServiceMode::Global);
+        let three = engine::ServiceSpecMode {
+            replicated: Some(engine::ServiceSpecModeReplicated { replicas: Some(3) }),
+            ..Default::default()
+        };
+        assert_eq!(
+            service_mode(&svc(Some(three))),
+            ServiceMode::Replicated { replicas: 3 }
+        );
+    }
+
+    #[test]
+    fn restart_and_update_defaults_match_swarmkit() {
+        let p = restart_policy(&engine::TaskSpec::default());
+        assert_eq!(p.condition, RestartCondition::Any);
+        assert_eq!(p.delay, Duration::from_secs(5));
+        assert_eq!(p.max_attempts, 0);
+        let u = update_config(&engine::ServiceSpec::default());
+        assert_eq!(u.parallelism, 1);
+        assert_eq!(u.monitor, Duration::from_secs(5));
+        assert_eq!(u.failure_action, FailureAction::Pause);
+        assert_eq!(u.order, UpdateOrder::StopFirst);
+    }
+
+    #[test]
+    fn command_line_joins_command_and_args() {
+        let t = engine::TaskSpec {
+            container_spec: Some(engine::TaskSpecContainerSpec {
+                command: Some(vec!["sh".into(), "-c".into()]),
+                args: Some(vec!["echo hi".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(command_line(&t), vec!["sh", "-c", "echo hi"]);
+    }
+}

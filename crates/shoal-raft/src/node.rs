@@ -1,0 +1,523 @@
+//! [`RaftNode`]: one manager's seat in the Raft group, and its configuration and status.
+//!
+//! ```text
+//!  RaftNode::open(dir, cfg, target, transport)
+//!    ├─ Db::open(dir/raft.redb)            create tables, check format + codec
+//!    ├─ StateMachineStore::load            target.restore(stored snapshot)
+//!    └─ openraft::Raft::new                re-applies committed entries after the snapshot,
+//!                                          then runs: elections, replication, snapshots
+//!
+//!  propose(payload) ─► Raft::client_write ─► leader appends (fsync) ─► replicate to a majority
+//!        ▲                                                             │ committed
+//!        └──────────── index ◄── target.apply(index, payload) ◄────────┘
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use openraft::error::{InitializeError, RaftError as OrRaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+
+use crate::codec::{Codec, PlainCodec};
+use crate::log_store::LogStore;
+use crate::network::{serve, Network, RaftTransport, RpcKind};
+use crate::state_machine::{StateMachineStore, StateMachineTarget};
+use crate::storage::{blocking, Db};
+use crate::{Payload, RaftError, TypeConfig};
+
+/// How a node takes part in the Raft group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftConfig {
+    /// This node's Raft id (unique in the cluster, never reused).
+    pub node_id: u64,
+    /// The address other managers reach this node at (handed to the transport).
+    pub addr: String,
+    /// Take a snapshot after this many log entries since the last one (default 1000).
+    pub snapshot_every: u64,
+    /// Entries kept in the log below the latest snapshot, so a follower slightly behind can
+    /// catch up from the log rather than a whole snapshot (default 100).
+    pub keep_after_snapshot: u64,
+    /// Leader heartbeat interval in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Election timeout range in milliseconds: a follower that hears no leader for a random
+    /// time in this range starts an election.
+    pub election_timeout_ms: (u64, u64),
+    /// How long [`RaftNode::propose`] waits for its entry to be committed and applied before
+    /// giving up with [`RaftError::NoQuorum`].
+    pub propose_timeout_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            node_id: 1,
+            addr: String::new(),
+            snapshot_every: 1000,
+            keep_after_snapshot: 100,
+            heartbeat_ms: 250,
+            election_timeout_ms: (1000, 2000),
+            propose_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl RaftConfig {
+    fn to_openraft(&self) -> Result<Config, RaftError> {
+        let (lo, hi) = self.election_timeout_ms;
+        if self.snapshot_every == 0 {
+            return Err(RaftError::Config(
+                "snapshot_every must be at least 1".into(),
+            ));
+        }
+        let config = Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: lo,
+            election_timeout_max: hi,
+            install_snapshot_timeout: (hi * 2).max(1000),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            ..Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| RaftError::Config(e.to_string()))
+    }
+}
+
+/// This node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftRole {
+    /// Leads the group: takes writes.
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Asking for votes.
+    Candidate,
+    /// Receives the log but does not vote (not yet a voter, or not initialized).
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// A point-in-time view of the node, from openraft's metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This node's id.
+    pub id: u64,
+    /// Its role.
+    pub role: RaftRole,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// Last log index applied to the target.
+    pub last_applied: Option<u64>,
+    /// Last log index in the log.
+    pub last_log: Option<u64>,
+    /// Last log index covered by the latest snapshot.
+    pub snapshot: Option<u64>,
+    /// Last log index purged from the log.
+    pub purged: Option<u64>,
+    /// Voting members (the managers), sorted.
+    pub voters: Vec<u64>,
+    /// Non-voting members, sorted.
+    pub learners: Vec<u64>,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) id: u64,
+    pub(crate) raft: Raft<TypeConfig>,
+    cfg: RaftConfig,
+    db: Weak<Db>,
+}
+
+/// One manager's Raft node: the replicated log under the store. Cheap to clone.
+///
+/// ```no_run
+/// use std::sync::{Arc, Mutex};
+/// use shoal_raft::{NoTransport, RaftConfig, RaftNode, StateMachineTarget};
+///
+/// #[derive(Default)]
+/// struct Counter(Mutex<u64>);
+/// impl StateMachineTarget for Counter {
+///     fn apply(&self, _index: u64, payload: &[u8]) -> Result<(), String> {
+///         *self.0.lock().unwrap() += payload.len() as u64;
+///         Ok(())
+///     }
+///     fn snapshot(&self) -> Vec<u8> {
+///         self.0.lock().unwrap().to_le_bytes().to_vec()
+///     }
+///     fn restore(&self, _index: u64, data: &[u8]) -> Result<(), String> {
+///         let b: [u8; 8] = data.try_into().map_err(|_| "bad snapshot".to_string())?;
+///         *self.0.lock().unwrap() = u64::from_le_bytes(b);
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), shoal_raft::RaftError> {
+/// let cfg = RaftConfig { node_id: 1, addr: "127.0.0.1:2377".into(), ..RaftConfig::default() };
+/// let node = RaftNode::open(
+///     std::path::Path::new("/var/lib/shoal/raft"),
+///     cfg,
+///     Arc::new(Counter::default()),
+///     Arc::new(NoTransport),
+/// )
+/// .await?;
+/// node.initialize_single().await?;          // first start only; a no-op afterwards
+/// node.wait_leader(std::time::Duration::from_secs(5)).await?;
+/// let index = node.propose(b"hello".to_vec()).await?; // applied to the Counter when this returns
+/// println!("committed at {index}");
+/// node.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RaftNode {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+impl RaftNode {
+    /// Open (or create) the storage in `dir` (file `dir/raft.redb`), restore the state machine
+    /// from the latest snapshot, and start openraft. Entries committed before a restart are
+    /// applied to `target` again before this returns, so it ends up with every acknowledged
+    /// write. `target` must start empty.
+    pub async fn open(
+        dir: &Path,
+        cfg: RaftConfig,
+        target: Arc<dyn StateMachineTarget>,
+        network: Arc<dyn RaftTransport>,
+    ) -> Result<Self, RaftError> {
+        Self::open_with_codec(dir, cfg, Arc::new(PlainCodec), target, network).await
+    }
+
+    /// [`RaftNode::open`] with a [`Codec`] wrapping every stored log entry and snapshot (the
+    /// encryption-at-rest hook). A file must always be opened with the codec it was created with.
+    pub async fn open_with_codec(
+        dir: &Path,
+        cfg: RaftConfig,
+        codec: Arc<dyn Codec>,
+        target: Arc<dyn StateMachineTarget>,
+        network: Arc<dyn RaftTransport>,
+    ) -> Result<Self, RaftError> {
+        let config = Arc::new(cfg.to_openraft()?);
+        let dir = dir.to_path_buf();
+        let db = tokio::task::spawn_blocking(move || Db::open(&dir, codec))
+            .await
+            .map_err(|e| RaftError::Storage(format!("opening the raft log failed: {e}")))??;
+        let db = Arc::new(db);
+        let sm = StateMachineStore::load(db.clone(), target).await?;
+        let log = LogStore::new(db.clone());
+        let weak = Arc::downgrade(&db);
+        drop(db);
+        let raft = Raft::new(cfg.node_id, config, Network { transport: network }, log, sm).await?;
+        tracing::info!(node = cfg.node_id, addr = %cfg.addr, "raft node started");
+        Ok(RaftNode {
+            inner: Arc::new(NodeInner {
+                id: cfg.node_id,
+                raft,
+                cfg,
+                db: weak,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// First start of a new cluster: become a one-member cluster (no-op if already initialized).
+    pub async fn initialize_single(&self) -> Result<(), RaftError> {
+        if self.is_initialized().await? {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(
+            self.inner.id,
+            BasicNode {
+                addr: self.inner.cfg.addr.clone(),
+            },
+        )]);
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(OrRaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether this node has ever been part of a cluster (has a log or a vote).
+    pub async fn is_initialized(&self) -> Result<bool, RaftError> {
+        Ok(self.inner.raft.is_initialized().await?)
+    }
+
+    /// Replicate a payload; returns the log index at which it was applied, after the target
+    /// applied it. Errors: [`RaftError::NotLeader`] on a follower, [`RaftError::NoQuorum`] if
+    /// it is not committed within `propose_timeout_ms` (it may still be applied later),
+    /// [`RaftError::Rejected`] if the target refused it.
+    pub async fn propose(&self, payload: Vec<u8>) -> Result<u64, RaftError> {
+        let timeout = Duration::from_millis(self.inner.cfg.propose_timeout_ms);
+        let write = self.inner.raft.client_write(Payload(payload));
+        let resp = match tokio::time::timeout(timeout, write).await {
+            Ok(r) => r?,
+            Err(_) => return Err(RaftError::NoQuorum),
+        };
+        let index = resp.log_id.index;
+        match resp.data.error {
+            None => Ok(index),
+            Some(reason) => Err(RaftError::Rejected { index, reason }),
+        }
+    }
+
+    /// Linearizable read barrier: on the leader, confirms leadership with a quorum and waits until
+    /// everything committed before the call is applied; returns the applied index. Reads from
+    /// the target after this see every write acknowledged before it.
+    pub async fn read_barrier(&self) -> Result<u64, RaftError> {
+        let timeout = Duration::from_millis(self.inner.cfg.propose_timeout_ms);
+        let res = match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await {
+            Ok(r) => r,
+            Err(_) => return Err(RaftError::NoQuorum),
+        };
+        match res {
+            Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
+            Err(OrRaftError::Fatal(f)) => Err(f.into()),
+            Err(OrRaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(f.into())
+            }
+            Err(OrRaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(RaftError::NoQuorum)
+            }
+        }
+    }
+
+    /// Wait until a leader is known (possibly this node) and return its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<u64, RaftError> {
+        let mut rx = self.inner.raft.metrics();
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if let Err(f) = &m.running_state {
+                    return Err(f.clone().into());
+                }
+                if let Some(leader) = m.current_leader {
+                    return Ok(leader);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(RaftError::Shutdown),
+                Err(_) => return Err(RaftError::NoQuorum),
+            }
+        }
+    }
+
+    /// Leader id, term, last applied, last log, snapshot, membership.
+    pub fn metrics(&self) -> RaftStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let mut voters: Vec<u64> = membership.voter_ids().collect();
+        voters.sort_unstable();
+        let mut learners: Vec<u64> = membership.learner_ids().collect();
+        learners.sort_unstable();
+        let role = if m.running_state.is_err() {
+            RaftRole::Shutdown
+        } else {
+            match m.state {
+                ServerState::Leader => RaftRole::Leader,
+                ServerState::Follower => RaftRole::Follower,
+                ServerState::Candidate => RaftRole::Candidate,
+                ServerState::Learner => RaftRole::Learner,
+                ServerState::Shutdown => RaftRole::Shutdown,
+            }
+        };
+        RaftStatus {
+            id: m.id,
+            role,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map(|l| l.index),
+            last_log: m.last_log_index,
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
+            voters,
+            learners,
+        }
+    }
+
+    /// Stop Raft and close the redb file (so the directory can be opened again at once).
+    pub async fn shutdown(&self) -> Result<(), RaftError> {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft core task ended abnormally");
+        }
+        // The storage is owned by openraft's tasks; wait for the last of them to let go.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.inner.db.strong_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(RaftError::Storage(
+                    "the raft log is still in use 10s after shutdown".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Serve one RPC from another node (the receiving end of a [`RaftTransport`]): `request` is
+    /// what the sender's transport was given, the returned bytes are its reply. An `Err` means
+    /// the request could not be decoded; the transport reports it as failed.
+    pub async fn handle_rpc(&self, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>, RaftError> {
+        serve(&self.inner.raft, kind, request).await
+    }
+
+    /// The inner openraft handle, for membership changes and anything else not wrapped here.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// The number of entries in the on-disk log and the first index there (diagnostics, tests).
+    pub async fn log_extent(&self) -> Result<(u64, Option<u64>), RaftError> {
+        let db = self.inner.db.upgrade().ok_or(RaftError::Shutdown)?;
+        Ok(blocking(&db, |db| Ok((db.log_len()?, db.first_index()?))).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{CodecError, RecordKind};
+    use crate::network::NoTransport;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Bytes(Mutex<Vec<u8>>);
+    impl StateMachineTarget for Bytes {
+        fn apply(&self, _index: u64, payload: &[u8]) -> Result<(), String> {
+            self.0.lock().unwrap().extend_from_slice(payload);
+            Ok(())
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.lock().unwrap().clone()
+        }
+        fn restore(&self, _index: u64, data: &[u8]) -> Result<(), String> {
+            *self.0.lock().unwrap() = data.to_vec();
+            Ok(())
+        }
+    }
+
+    /// A stand-in for the encrypting codec: XOR with a key byte, bound to the record kind.
+    struct Xor(u8);
+    impl Codec for Xor {
+        fn id(&self) -> &str {
+            "xor-test"
+        }
+        fn seal(&self, kind: RecordKind, mut plain: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+            plain.iter_mut().for_each(|b| *b ^= self.0);
+            plain.push(tag(kind));
+            Ok(plain)
+        }
+        fn open(&self, kind: RecordKind, mut sealed: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+            if sealed.pop() != Some(tag(kind)) {
+                return Err(CodecError {
+                    kind,
+                    reason: "sealed for another record".into(),
+                });
+            }
+            sealed.iter_mut().for_each(|b| *b ^= self.0);
+            Ok(sealed)
+        }
+    }
+    fn tag(kind: RecordKind) -> u8 {
+        match kind {
+            RecordKind::LogEntry { index } => index as u8,
+            RecordKind::SnapshotMeta => 0xfe,
+            RecordKind::SnapshotData => 0xff,
+        }
+    }
+
+    fn cfg() -> RaftConfig {
+        RaftConfig {
+            heartbeat_ms: 50,
+            election_timeout_ms: (150, 300),
+            snapshot_every: 4,
+            keep_after_snapshot: 1,
+            ..RaftConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn codec_wraps_entries_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || async {
+            let t = Arc::new(Bytes::default());
+            let n = RaftNode::open_with_codec(
+                dir.path(),
+                cfg(),
+                Arc::new(Xor(0x5a)),
+                t.clone(),
+                Arc::new(NoTransport),
+            )
+            .await
+            .unwrap();
+            (n, t)
+        };
+        let (node, _) = open().await;
+        node.initialize_single().await.unwrap();
+        node.wait_leader(Duration::from_secs(5)).await.unwrap();
+        for _ in 0..10 {
+            node.propose(b"SECRETSECRET".to_vec()).await.unwrap();
+        }
+        node.shutdown().await.unwrap();
+        let raw = std::fs::read(dir.path().join(crate::DB_FILE)).unwrap();
+        assert!(
+            !raw.windows(6).any(|w| w == b"SECRET"),
+            "plaintext payload found in the file"
+        );
+        let (node, t) = open().await;
+        assert_eq!(t.0.lock().unwrap().len(), 120);
+        node.shutdown().await.unwrap();
+        // The plain codec cannot open it.
+        let err = RaftNode::open(
+            dir.path(),
+            cfg(),
+            Arc::new(Bytes::default()),
+            Arc::new(NoTransport),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("'xor-test' codec"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn corrupt_log_entry_fails_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, _t) = {
+            let t = Arc::new(Bytes::default());
+            let n = RaftNode::open(dir.path(), cfg(), t.clone(), Arc::new(NoTransport))
+                .await
+                .unwrap();
+            (n, t)
+        };
+        node.initialize_single().await.unwrap();
+        node.wait_leader(Duration::from_secs(5)).await.unwrap();
+        let index = node.propose(b"x".to_vec()).await.unwrap();
+        node.shutdown().await.unwrap();
+        {
+            let db = Db::open(dir.path(), Arc::new(PlainCodec)).unwrap();
+            db.put_raw_log(index, b"\x01\x02garbage").unwrap();
+        }
+        let err = RaftNode::open(
+            dir.path(),
+            cfg(),
+            Arc::new(Bytes::default()),
+            Arc::new(NoTransport),
+        )
+        .await
+        .err()
+        .expect("corrupt entry must fail open");
+        assert!(matches!(err, RaftError::Storage(_)), "{err:?}");
+        assert!(err.to_string().contains("corrupt log entry"), "{err}");
+    }
+}

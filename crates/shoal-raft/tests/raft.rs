@@ -1,0 +1,531 @@
+//! Behaviour tests for shoal-raft: persistence across restarts, snapshots and log purging,
+//! corrupt files, a three-node cluster over `LocalTransport`, and durability under `kill -9`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::BasicNode;
+use shoal_raft::{
+    LocalTransport, NoTransport, RaftConfig, RaftError, RaftNode, RaftRole, StateMachineTarget,
+    DB_FILE,
+};
+
+/// A target that records every applied payload; its snapshot is the whole list.
+#[derive(Default)]
+struct ListTarget {
+    state: Mutex<ListState>,
+}
+
+#[derive(Default, Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+struct ListState {
+    items: Vec<(u64, Vec<u8>)>,
+    #[serde(skip)]
+    restored_at: Option<u64>,
+}
+
+impl ListTarget {
+    fn items(&self) -> Vec<(u64, Vec<u8>)> {
+        self.state.lock().unwrap().items.clone()
+    }
+    fn restored_at(&self) -> Option<u64> {
+        self.state.lock().unwrap().restored_at
+    }
+}
+
+impl StateMachineTarget for ListTarget {
+    fn apply(&self, index: u64, payload: &[u8]) -> Result<(), String> {
+        if payload == b"bad" {
+            return Err("payload 'bad' is not allowed".into());
+        }
+        let mut st = self.state.lock().unwrap();
+        if let Some((last, _)) = st.items.last() {
+            assert!(index > *last, "applied out of order: {index} after {last}");
+        }
+        st.items.push((index, payload.to_vec()));
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&*self.state.lock().unwrap()).unwrap()
+    }
+
+    fn restore(&self, index: u64, data: &[u8]) -> Result<(), String> {
+        let mut st: ListState = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        st.restored_at = Some(index);
+        *self.state.lock().unwrap() = st;
+        Ok(())
+    }
+}
+
+fn cfg(id: u64) -> RaftConfig {
+    RaftConfig {
+        node_id: id,
+        addr: format!("node-{id}"),
+        heartbeat_ms: 50,
+        election_timeout_ms: (150, 300),
+        propose_timeout_ms: 5_000,
+        ..RaftConfig::default()
+    }
+}
+
+async fn open_single(dir: &Path, cfg: RaftConfig) -> (RaftNode, Arc<ListTarget>) {
+    let target = Arc::new(ListTarget::default());
+    let node = RaftNode::open(dir, cfg, target.clone(), Arc::new(NoTransport))
+        .await
+        .expect("open");
+    (node, target)
+}
+
+/// Poll `cond` until it holds or `timeout` passes.
+async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn single_node_state_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, target) = open_single(dir.path(), cfg(1)).await;
+    assert!(!node.is_initialized().await.unwrap());
+    node.initialize_single().await.unwrap();
+    node.initialize_single().await.unwrap(); // idempotent
+    assert_eq!(node.wait_leader(Duration::from_secs(5)).await.unwrap(), 1);
+
+    let mut last = 0;
+    for i in 0..50u32 {
+        let index = node.propose(i.to_le_bytes().to_vec()).await.unwrap();
+        assert!(index > last);
+        last = index;
+        // Applied by the time propose returns.
+        assert_eq!(target.items().last().map(|(ix, _)| *ix), Some(index));
+    }
+    let before = target.items();
+    assert_eq!(before.len(), 50);
+    let st = node.metrics();
+    assert_eq!(st.role, RaftRole::Leader);
+    assert_eq!(st.voters, vec![1]);
+    assert_eq!(st.last_applied, Some(last));
+    node.shutdown().await.unwrap();
+
+    // Reopen with a fresh target: committed entries are re-applied before open returns.
+    let (node, target) = open_single(dir.path(), cfg(1)).await;
+    assert_eq!(target.items(), before);
+    assert!(node.is_initialized().await.unwrap());
+    node.initialize_single().await.unwrap(); // no-op now
+    node.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let index = node.propose(b"after".to_vec()).await.unwrap();
+    assert!(index > last);
+    assert_eq!(target.items().len(), 51);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn snapshot_purges_log_and_restores_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RaftConfig {
+        snapshot_every: 10,
+        keep_after_snapshot: 2,
+        ..cfg(1)
+    };
+    let (node, target) = open_single(dir.path(), c.clone()).await;
+    node.initialize_single().await.unwrap();
+    node.wait_leader(Duration::from_secs(5)).await.unwrap();
+    for i in 0..57u32 {
+        node.propose(format!("item-{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let last = node.metrics().last_applied.unwrap();
+    eventually("a snapshot and a purge", Duration::from_secs(5), || {
+        let m = node.metrics();
+        m.snapshot.unwrap_or(0) >= 40 && m.purged.is_some()
+    })
+    .await;
+    let m = node.metrics();
+    let snap = m.snapshot.unwrap();
+    let purged = m.purged.unwrap();
+    assert!(purged <= snap, "purged {purged} beyond snapshot {snap}");
+    assert!(
+        snap - purged <= 2 + 10,
+        "kept too much: purged {purged} snapshot {snap}"
+    );
+    let (len, first) = node.log_extent().await.unwrap();
+    assert_eq!(
+        first,
+        Some(purged + 1),
+        "the log starts right after the purge point"
+    );
+    assert_eq!(len, last - purged);
+    let before = target.items();
+    node.shutdown().await.unwrap();
+
+    let (node, target) = open_single(dir.path(), c).await;
+    let restored = target.restored_at().expect("restored from the snapshot");
+    assert!(
+        restored >= snap,
+        "restored at {restored}, snapshot was {snap}"
+    );
+    assert_eq!(
+        target.items(),
+        before,
+        "snapshot + re-applied tail = previous state"
+    );
+    node.wait_leader(Duration::from_secs(5)).await.unwrap();
+    node.propose(b"more".to_vec()).await.unwrap();
+    assert_eq!(target.items().len(), 58);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rejected_payload_is_reported_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, target) = open_single(dir.path(), cfg(1)).await;
+    node.initialize_single().await.unwrap();
+    node.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let a = node.propose(b"a".to_vec()).await.unwrap();
+    let err = node.propose(b"bad".to_vec()).await.unwrap_err();
+    match &err {
+        RaftError::Rejected { index, reason } => {
+            assert_eq!(*index, a + 1);
+            assert!(reason.contains("not allowed"));
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    let c = node.propose(b"c".to_vec()).await.unwrap();
+    assert_eq!(c, a + 2);
+    assert_eq!(target.items(), vec![(a, b"a".to_vec()), (c, b"c".to_vec())]);
+    assert_eq!(node.read_barrier().await.unwrap(), c);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_file_is_an_error_not_a_panic() {
+    // Garbage where the database should be.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(DB_FILE), vec![0x5au8; 64 * 1024]).unwrap();
+    let target = Arc::new(ListTarget::default());
+    let err = RaftNode::open(dir.path(), cfg(1), target, Arc::new(NoTransport))
+        .await
+        .err()
+        .expect("a corrupt file must not open");
+    assert!(matches!(err, RaftError::Storage(_)), "{err:?}");
+    assert!(err.to_string().contains(DB_FILE), "{err}");
+
+    // A real database whose header was overwritten.
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _t) = open_single(dir.path(), cfg(1)).await;
+    node.initialize_single().await.unwrap();
+    node.wait_leader(Duration::from_secs(5)).await.unwrap();
+    node.propose(b"x".to_vec()).await.unwrap();
+    node.shutdown().await.unwrap();
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().take(4096) {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let target = Arc::new(ListTarget::default());
+    let res = RaftNode::open(dir.path(), cfg(1), target, Arc::new(NoTransport)).await;
+    assert!(
+        matches!(res, Err(RaftError::Storage(_))),
+        "header corruption must be an error"
+    );
+}
+
+#[tokio::test]
+async fn config_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = RaftConfig {
+        election_timeout_ms: (300, 100),
+        ..cfg(1)
+    };
+    let target = Arc::new(ListTarget::default());
+    let err = RaftNode::open(dir.path(), bad, target, Arc::new(NoTransport))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, RaftError::Config(_)), "{err:?}");
+}
+
+struct Cluster {
+    net: LocalTransport,
+    nodes: Vec<(RaftNode, Arc<ListTarget>)>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    async fn start(n: u64, tweak: impl Fn(RaftConfig) -> RaftConfig) -> Cluster {
+        let net = LocalTransport::new();
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for id in 1..=n {
+            let dir = tempfile::tempdir().unwrap();
+            let target = Arc::new(ListTarget::default());
+            let node = RaftNode::open(
+                dir.path(),
+                tweak(cfg(id)),
+                target.clone(),
+                Arc::new(net.for_node(id)),
+            )
+            .await
+            .unwrap();
+            net.register(&node);
+            nodes.push((node, target));
+            dirs.push(dir);
+        }
+        let members: std::collections::BTreeMap<u64, BasicNode> = (1..=n)
+            .map(|id| {
+                (
+                    id,
+                    BasicNode {
+                        addr: format!("node-{id}"),
+                    },
+                )
+            })
+            .collect();
+        nodes[0].0.raft().initialize(members).await.unwrap();
+        Cluster {
+            net,
+            nodes,
+            _dirs: dirs,
+        }
+    }
+
+    fn node(&self, id: u64) -> &(RaftNode, Arc<ListTarget>) {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// Wait until every node in `ids` agrees on one leader among `ids`.
+    async fn agreed_leader(&self, ids: &[u64]) -> u64 {
+        let mut leader = 0;
+        eventually("one agreed leader", Duration::from_secs(10), || {
+            let seen: Vec<Option<u64>> = ids
+                .iter()
+                .map(|id| self.node(*id).0.metrics().leader)
+                .collect();
+            match seen[0] {
+                Some(l) if ids.contains(&l) && seen.iter().all(|s| *s == Some(l)) => {
+                    leader = l;
+                    self.node(l).0.metrics().role == RaftRole::Leader
+                }
+                _ => false,
+            }
+        })
+        .await;
+        leader
+    }
+
+    async fn shutdown(self) {
+        for (node, _) in &self.nodes {
+            node.shutdown().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_elect_replicate_and_redirect() {
+    let c = Cluster::start(3, |c| c).await;
+    let leader = c.agreed_leader(&[1, 2, 3]).await;
+    // Exactly one leader.
+    let leaders = c
+        .nodes
+        .iter()
+        .filter(|(n, _)| n.metrics().role == RaftRole::Leader)
+        .count();
+    assert_eq!(leaders, 1);
+
+    let (ln, _) = c.node(leader);
+    let mut indexes = Vec::new();
+    for i in 0..20u32 {
+        indexes.push(ln.propose(format!("w{i}").into_bytes()).await.unwrap());
+    }
+    let want = c.node(leader).1.items();
+    assert_eq!(want.len(), 20);
+    for (node, target) in &c.nodes {
+        eventually("replication to every node", Duration::from_secs(5), || {
+            target.items() == want
+        })
+        .await;
+        assert_eq!(node.metrics().voters, vec![1, 2, 3]);
+    }
+
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let err = c
+        .node(follower)
+        .0
+        .propose(b"nope".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RaftError::NotLeader {
+            leader: Some(leader),
+            leader_addr: Some(format!("node-{leader}")),
+        }
+    );
+    assert!(matches!(
+        c.node(follower).0.read_barrier().await,
+        Err(RaftError::NotLeader { .. })
+    ));
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn leader_isolation_fails_over_and_heals() {
+    let c = Cluster::start(3, |c| c).await;
+    let old = c.agreed_leader(&[1, 2, 3]).await;
+    c.node(old).0.propose(b"before".to_vec()).await.unwrap();
+
+    c.net.isolate(old);
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = c.agreed_leader(&rest).await;
+    assert_ne!(new, old);
+    let idx = c.node(new).0.propose(b"during".to_vec()).await.unwrap();
+    assert!(c.node(new).0.metrics().term > 0);
+
+    c.net.heal();
+    let want = c.node(new).1.items();
+    assert_eq!(want.last(), Some(&(idx, b"during".to_vec())));
+    let (_, old_target) = c.node(old);
+    eventually(
+        "the old leader to catch up",
+        Duration::from_secs(10),
+        || old_target.items() == want,
+    )
+    .await;
+    assert_eq!(c.agreed_leader(&[1, 2, 3]).await, new);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_quorum_a_proposal_fails_with_no_quorum() {
+    let c = Cluster::start(3, |c| RaftConfig {
+        propose_timeout_ms: 500,
+        ..c
+    })
+    .await;
+    let leader = c.agreed_leader(&[1, 2, 3]).await;
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.net.isolate(id);
+    }
+    let err = c
+        .node(leader)
+        .0
+        .propose(b"lost?".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err, RaftError::NoQuorum);
+    assert!(err.to_string().contains("more than half of the managers"));
+    c.net.heal();
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn lagging_follower_catches_up_from_a_snapshot() {
+    let c = Cluster::start(3, |c| RaftConfig {
+        snapshot_every: 5,
+        keep_after_snapshot: 0,
+        ..c
+    })
+    .await;
+    let leader = c.agreed_leader(&[1, 2, 3]).await;
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    c.net.isolate(lagging);
+    for i in 0..30u32 {
+        c.node(leader)
+            .0
+            .propose(format!("s{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the leader to purge its log",
+        Duration::from_secs(5),
+        || c.node(leader).0.metrics().purged.unwrap_or(0) >= 20,
+    )
+    .await;
+    c.net.heal();
+    let want = c.node(leader).1.items();
+    let (ln, lt) = c.node(lagging);
+    eventually(
+        "the follower to install the snapshot",
+        Duration::from_secs(10),
+        || lt.items() == want,
+    )
+    .await;
+    assert!(
+        lt.restored_at().is_some(),
+        "caught up through a snapshot, not the log"
+    );
+    assert!(ln.metrics().snapshot.is_some());
+    c.shutdown().await;
+}
+
+/// The child half of `acknowledged_writes_survive_kill_9`: proposes forever, printing each
+/// acknowledged index. Does nothing when run as a normal test.
+#[tokio::test]
+async fn kill9_child_writer() {
+    let Ok(dir) = std::env::var("SHOAL_RAFT_KILL9_DIR") else {
+        return;
+    };
+    let (node, _t) = open_single(Path::new(&dir), cfg(1)).await;
+    node.initialize_single().await.unwrap();
+    node.wait_leader(Duration::from_secs(5)).await.unwrap();
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    for i in 0u64.. {
+        let index = node.propose(i.to_le_bytes().to_vec()).await.unwrap();
+        writeln!(out, "ACK {index} {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill9_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SHOAL_RAFT_KILL9_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked: Vec<(u64, u64)> = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let mut it = rest.split(' ').map(|s| s.parse::<u64>().unwrap());
+            acked.push((it.next().unwrap(), it.next().unwrap()));
+            if acked.len() >= 200 {
+                break;
+            }
+        }
+    }
+    // SIGKILL: no destructors, no clean close of the redb file.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acked.len(), 200);
+
+    let (node, target) = open_single(dir.path(), cfg(1)).await;
+    let items = target.items();
+    for (index, i) in &acked {
+        assert!(
+            items.contains(&(*index, i.to_le_bytes().to_vec())),
+            "acknowledged write {i} at index {index} was lost"
+        );
+    }
+    node.shutdown().await.unwrap();
+}

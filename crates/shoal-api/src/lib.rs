@@ -9,6 +9,7 @@
 //! decides itself (states, roles, slots, versions) has a strong type here.
 #![forbid(unsafe_code)]
 
+pub mod dispatch;
 pub mod id;
 pub mod objects;
 pub mod spec;

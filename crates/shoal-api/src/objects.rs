@@ -321,7 +321,9 @@ impl ObjectKind {
     }
 }
 
-/// Any stored object.
+/// Any stored object. (Moved by value through batches and events; boxing would only add
+/// indirection, hence the allowance.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Object {
     Cluster(Cluster),

@@ -32,7 +32,9 @@ mod tests {
         let a = new_id();
         let b = new_id();
         assert_eq!(a.len(), ID_LEN);
-        assert!(a.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
         assert_ne!(a, b);
         assert_eq!(short(&a).len(), 12);
         assert_eq!(short("abc"), "abc");

@@ -25,9 +25,14 @@ pub fn ns(v: i64) -> Duration {
 /// How a service's tasks are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceMode {
-    Replicated { replicas: u64 },
+    Replicated {
+        replicas: u64,
+    },
     Global,
-    ReplicatedJob { max_concurrent: u64, total_completions: u64 },
+    ReplicatedJob {
+        max_concurrent: u64,
+        total_completions: u64,
+    },
     GlobalJob,
 }
 
@@ -115,10 +120,7 @@ pub fn restart_policy(task: &engine::TaskSpec) -> RestartPolicy {
             .and_then(|p| p.delay)
             .map(ns)
             .unwrap_or(Duration::from_secs(5)),
-        max_attempts: p
-            .and_then(|p| p.max_attempts)
-            .unwrap_or(0)
-            .max(0) as u64,
+        max_attempts: p.and_then(|p| p.max_attempts).unwrap_or(0).max(0) as u64,
         window: p.and_then(|p| p.window).map(ns).unwrap_or(Duration::ZERO),
     }
 }
@@ -197,7 +199,10 @@ pub struct Resources {
 
 /// What a task reserves on its node (limits are not counted by the scheduler).
 pub fn reservations(task: &engine::TaskSpec) -> Resources {
-    let r = task.resources.as_ref().and_then(|r| r.reservations.as_ref());
+    let r = task
+        .resources
+        .as_ref()
+        .and_then(|r| r.reservations.as_ref());
     Resources {
         nano_cpus: r.and_then(|r| r.nano_cpus).unwrap_or(0),
         memory_bytes: r.and_then(|r| r.memory_bytes).unwrap_or(0),

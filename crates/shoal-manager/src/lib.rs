@@ -1,1 +1,16 @@
-//! placeholder
+//! # shoal-manager: the manager role
+//!
+//! Everything a manager runs on top of the store: `control` (validated writes for the API),
+//! the orchestrators, the scheduler, the reaper and allocator, and the `dispatcher` that serves
+//! agent sessions. Decisions are pure functions of a store snapshot; the loops that apply them
+//! are thin.
+#![forbid(unsafe_code)]
+
+pub mod allocator;
+pub mod constraint;
+pub mod control;
+pub mod dispatcher;
+pub mod manager;
+pub mod orchestrator;
+pub mod reaper;
+pub mod scheduler;

@@ -73,17 +73,11 @@ impl Store {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, StoreState> {
         // A panic while holding the lock cannot leave the state half-applied (apply checks
         // first), so a poisoned lock is still safe to read.
-        self.inner
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, StoreState> {
-        self.inner
-            .state
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+        self.inner.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs `f` on the current applied state.

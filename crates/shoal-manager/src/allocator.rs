@@ -1,0 +1,199 @@
+//! The allocator: moves new tasks to `pending` once they may be scheduled.
+//!
+//! ```text
+//!  new ──(start gates open)──► [hook: network attachments, task IPs, host ports] ──► pending
+//!   │      shoal.start-after  = not before this time (restart delay)
+//!   │      shoal.wait-for     = not before that task stopped (stop-first update, drain)
+//!   └─ desired shutdown/remove before it was ever pending ──► shutdown
+//! ```
+//!
+//! Network and port allocation come later: [`allocate`] is the hook where a task's network
+//! attachments and published host ports will be reserved before it turns pending. Today it
+//! accepts every task.
+
+use crate::orchestrator::{wants_to_run, Intent, Plan};
+use chrono::{DateTime, Utc};
+use shoal_api::{NodeState, Task, TaskState};
+use shoal_store::StoreState;
+
+/// Label: the task may not be scheduled before this RFC 3339 time (a restart delay).
+pub const START_AFTER_LABEL: &str = "shoal.start-after";
+/// Label: the task may not be scheduled before the task with this ID stopped.
+pub const WAIT_FOR_LABEL: &str = "shoal.wait-for";
+/// Status message of a task the allocator released to the scheduler (swarmkit's).
+pub const PENDING_MESSAGE: &str = "pending task scheduling";
+
+/// Why a new task is not released yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Its restart delay ends then.
+    Until(DateTime<Utc>),
+    /// The task it replaces is still stopping.
+    WaitFor(String),
+}
+
+/// The gate that still holds `t` at `now`, if any.
+pub fn hold(state: &StoreState, t: &Task, now: DateTime<Utc>) -> Option<Hold> {
+    if let Some(at) = t
+        .labels
+        .get(START_AFTER_LABEL)
+        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| t.with_timezone(&Utc))
+    {
+        if at > now {
+            return Some(Hold::Until(at));
+        }
+    }
+    if let Some(old_id) = t.labels.get(WAIT_FOR_LABEL) {
+        if let Some(old) = state.tasks.get(old_id) {
+            let node_alive = old
+                .node_id
+                .as_deref()
+                .and_then(|n| state.nodes.get(n))
+                .is_some_and(|n| n.status.state != NodeState::Down);
+            if old.status.state.is_active_on_node() && node_alive {
+                return Some(Hold::WaitFor(old_id.clone()));
+            }
+        }
+    }
+    None
+}
+
+/// The allocation hook: reserves what `t` needs before it can be scheduled. Network
+/// attachments, IP addresses and published ports will be allocated here; `Err` will keep the
+/// task new with the reason. Nothing to allocate yet.
+pub fn allocate(_state: &StoreState, _t: &Task) -> Result<(), String> {
+    Ok(())
+}
+
+/// Plans the release of new tasks.
+pub fn plan(state: &StoreState, now: DateTime<Utc>) -> Plan {
+    let mut plan = Plan::default();
+    for t in state.tasks.values() {
+        if t.status.state != TaskState::New {
+            continue;
+        }
+        if !wants_to_run(t.desired_state) {
+            plan.push(Intent::SetStatus {
+                task_id: t.id.clone(),
+                from: TaskState::New,
+                to: TaskState::Shutdown,
+                message: t.status.message.clone(),
+            });
+            continue;
+        }
+        match hold(state, t, now) {
+            Some(Hold::Until(at)) => {
+                plan.wake_at(at);
+                continue;
+            }
+            Some(Hold::WaitFor(_)) => continue,
+            None => {}
+        }
+        if let Err(e) = allocate(state, t) {
+            tracing::debug!(task = %t.id, error = %e, "allocation failed");
+            continue;
+        }
+        plan.push(Intent::SetStatus {
+            task_id: t.id.clone(),
+            from: TaskState::New,
+            to: TaskState::Pending,
+            message: PENDING_MESSAGE.into(),
+        });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orchestrator::testutil::*;
+    use chrono::{SecondsFormat, TimeDelta};
+
+    fn released(p: &Plan) -> Vec<String> {
+        p.intents
+            .iter()
+            .filter_map(|i| match i {
+                Intent::SetStatus {
+                    task_id,
+                    to: TaskState::Pending,
+                    ..
+                } => Some(task_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_tasks_become_pending() {
+        let s = replicated("web", 1);
+        let t = task(&s, 1, None, TaskState::New);
+        let id = t.id.clone();
+        let st = state(vec![], vec![s], vec![t]);
+        let p = plan(&st, Utc::now());
+        assert_eq!(released(&p), vec![id]);
+    }
+
+    #[test]
+    fn start_after_gate_holds_until_its_time() {
+        let s = replicated("web", 1);
+        let mut t = task(&s, 1, None, TaskState::New);
+        let now = Utc::now();
+        let at = now + TimeDelta::seconds(3);
+        t.labels.insert(
+            START_AFTER_LABEL.into(),
+            at.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        );
+        let st = state(vec![], vec![s], vec![t]);
+        let p = plan(&st, now);
+        assert!(released(&p).is_empty());
+        assert_eq!(p.next_wakeup, Some(at));
+        assert_eq!(released(&plan(&st, at)).len(), 1);
+    }
+
+    #[test]
+    fn wait_for_gate_holds_while_the_old_task_runs_on_a_live_node() {
+        let s = replicated("web", 1);
+        let mut old = task(&s, 1, Some("n1"), TaskState::Running);
+        old.desired_state = TaskState::Shutdown;
+        let mut new = task(&s, 1, None, TaskState::New);
+        new.labels.insert(WAIT_FOR_LABEL.into(), old.id.clone());
+        let st = state(
+            vec![node("n1")],
+            vec![s.clone()],
+            vec![old.clone(), new.clone()],
+        );
+        assert!(released(&plan(&st, Utc::now())).is_empty());
+        // Once it stopped (or its node went down, or it was deleted) the new one goes.
+        let mut stopped = old.clone();
+        stopped.status.state = TaskState::Shutdown;
+        let st = state(
+            vec![node("n1")],
+            vec![s.clone()],
+            vec![stopped, new.clone()],
+        );
+        assert_eq!(released(&plan(&st, Utc::now())).len(), 1);
+        let mut down = node("n1");
+        down.status.state = NodeState::Down;
+        let st = state(vec![down], vec![s.clone()], vec![old, new.clone()]);
+        assert_eq!(released(&plan(&st, Utc::now())).len(), 1);
+        let st = state(vec![], vec![s], vec![new]);
+        assert_eq!(released(&plan(&st, Utc::now())).len(), 1);
+    }
+
+    #[test]
+    fn new_task_no_longer_wanted_is_shut_down() {
+        let s = replicated("web", 1);
+        let mut t = task(&s, 1, None, TaskState::New);
+        t.desired_state = TaskState::Remove;
+        let st = state(vec![], vec![s], vec![t]);
+        let p = plan(&st, Utc::now());
+        assert!(matches!(
+            p.intents.as_slice(),
+            [Intent::SetStatus {
+                to: TaskState::Shutdown,
+                ..
+            }]
+        ));
+    }
+}

@@ -1,0 +1,168 @@
+//! `shoal daemon`: one machine's daemon. Serves the Engine API, and while the machine is part
+//! of a swarm runs its manager and agent roles (see [`swarm`]).
+
+pub mod backend;
+pub mod host;
+pub mod identity;
+pub mod link;
+pub mod raft_glue;
+pub mod swarm;
+pub mod tokens;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use shoal_agent::runtime::Runtime;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Flags of `shoal daemon`, named as dockerd's.
+#[derive(Parser, Debug)]
+#[command(
+    name = "shoal daemon",
+    about = "Run the Shoal daemon (one per machine)"
+)]
+pub struct DaemonArgs {
+    /// Root directory of persistent state.
+    #[arg(long, default_value = "/var/lib/shoal")]
+    pub data_root: PathBuf,
+    /// Socket(s) to listen on: unix:///path or tcp://IP:PORT.
+    #[arg(short = 'H', long = "host")]
+    pub hosts: Vec<String>,
+    /// Runtime for tasks whose service names none.
+    #[arg(long, default_value = "process")]
+    pub default_runtime: String,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(short = 'l', long, default_value = "info")]
+    pub log_level: String,
+    /// Use TLS; implied by --tlsverify.
+    #[arg(long)]
+    pub tls: bool,
+    /// Use TLS and verify the remote (require client certificates signed by --tlscacert).
+    #[arg(long)]
+    pub tlsverify: bool,
+    /// Trust certs signed only by this CA.
+    #[arg(long)]
+    pub tlscacert: Option<PathBuf>,
+    /// Path to TLS certificate file.
+    #[arg(long)]
+    pub tlscert: Option<PathBuf>,
+    /// Path to TLS key file.
+    #[arg(long)]
+    pub tlskey: Option<PathBuf>,
+    /// Keep task processes running when the daemon stops; a restarted daemon adopts them.
+    #[arg(long)]
+    pub live_restore: bool,
+}
+
+/// Default API socket.
+pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
+
+/// Entry point of `shoal daemon ARGS...` (`args` excludes the program and verb).
+pub fn main(args: Vec<OsString>) -> i32 {
+    let mut argv = vec![OsString::from("shoal daemon")];
+    argv.extend(args);
+    let args = match DaemonArgs::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 125 } else { 0 };
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.log_level.clone()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shoal daemon: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("shoal daemon: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_root)
+        .with_context(|| format!("creating data root {}", args.data_root.display()))?;
+    let data_root = std::fs::canonicalize(&args.data_root)?;
+    let hosts = if args.hosts.is_empty() {
+        vec![DEFAULT_HOST.to_string()]
+    } else {
+        args.hosts.clone()
+    };
+    let listeners = backend::listeners(&hosts, &args).await?;
+
+    let exe = std::env::current_exe().context("locating the shoal executable for task shims")?;
+    let mut runtimes: HashMap<String, Arc<dyn Runtime>> = HashMap::new();
+    runtimes.insert(
+        "process".into(),
+        Arc::new(shoal_agent::process::ProcessRuntime::new(
+            data_root.join("runtime").join("process"),
+            shoal_agent::process::ShimCommand {
+                program: exe,
+                args: vec!["shim".into()],
+            },
+        )),
+    );
+    if !runtimes.contains_key(&args.default_runtime) {
+        bail!(
+            "unknown default runtime {:?}; available: process",
+            args.default_runtime
+        );
+    }
+    let daemon = swarm::Daemon::new(
+        swarm::DaemonConfig {
+            data_root: data_root.clone(),
+            default_runtime: args.default_runtime.clone(),
+            live_restore: args.live_restore,
+        },
+        host::Host::probe(),
+        runtimes,
+    );
+    daemon.resume().await.context("resuming the swarm")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let backend = Arc::new(backend::DaemonBackend::new(Arc::clone(&daemon)));
+    let mut servers = Vec::new();
+    for l in listeners {
+        let mut rx = stop_rx.clone();
+        let b: Arc<dyn shoal_engine_api::backend::SwarmBackend> = backend.clone();
+        servers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            if let Err(e) = shoal_engine_api::server::serve_bound(l, b, shutdown).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }));
+    }
+    tracing::info!(data_root = %data_root.display(), hosts = ?hosts, "shoal daemon started");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    daemon.shutdown().await;
+    for s in servers {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Glue between the store and Raft: the store is the Raft state machine's target, and Raft is
+//! the store's proposer.
+
+use futures::future::BoxFuture;
+use shoal_raft::{RaftError, RaftNode, StateMachineTarget};
+use shoal_store::{Proposer, Store, StoreError};
+
+/// The store as the target of the replicated state machine.
+pub struct StoreTarget(pub Store);
+
+impl StateMachineTarget for StoreTarget {
+    fn apply(&self, index: u64, payload: &[u8]) -> Result<(), String> {
+        self.0.apply_payload(index, payload)
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.snapshot_bytes()
+    }
+    fn restore(&self, index: u64, data: &[u8]) -> Result<(), String> {
+        self.0.restore_bytes(index, data)
+    }
+}
+
+/// Store writes go through Raft.
+pub struct RaftProposer(pub RaftNode);
+
+/// The message Docker gives when a write cannot reach a majority.
+pub const NO_QUORUM: &str = "The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.";
+
+impl Proposer for RaftProposer {
+    fn propose(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let node = self.0.clone();
+        Box::pin(async move {
+            node.propose(payload).await.map_err(|e| match e {
+                RaftError::NoQuorum | RaftError::NotLeader { .. } => {
+                    StoreError::Unavailable(NO_QUORUM.into())
+                }
+                other => StoreError::Unavailable(other.to_string()),
+            })
+        })
+    }
+}

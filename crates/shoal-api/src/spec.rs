@@ -280,6 +280,86 @@ pub fn command_line(task: &engine::TaskSpec) -> Vec<String> {
     v
 }
 
+/// Fills the defaults swarmkit applies to a task template (what `insertDefaults=true` shows):
+/// stop grace period 10 s, DNS config, resources, restart policy any / 5 s / unlimited, placement.
+pub fn insert_task_defaults(t: &mut engine::TaskSpec) {
+    const FIVE_S: i64 = 5_000_000_000;
+    if let Some(c) = t.container_spec.as_mut() {
+        c.stop_grace_period.get_or_insert(10_000_000_000);
+        c.dns_config.get_or_insert_with(Default::default);
+    }
+    t.resources.get_or_insert_with(Default::default);
+    match t.restart_policy.as_mut() {
+        None => {
+            t.restart_policy = Some(engine::TaskSpecRestartPolicy {
+                condition: Some(engine::TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(FIVE_S),
+                max_attempts: Some(0),
+                window: None,
+            })
+        }
+        Some(p) => {
+            p.delay.get_or_insert(FIVE_S);
+        }
+    }
+    t.placement.get_or_insert_with(Default::default);
+}
+
+/// A task template in canonical form: defaults filled and empty values made absent, so two
+/// templates that mean the same thing compare equal whichever client wrote them.
+pub fn normalized_task_spec(t: &engine::TaskSpec) -> engine::TaskSpec {
+    let mut t = t.clone();
+    insert_task_defaults(&mut t);
+    if t.force_update == Some(0) {
+        t.force_update = None;
+    }
+    if let Some(p) = t.restart_policy.as_mut() {
+        if p.condition.is_none()
+            || p.condition == Some(engine::TaskSpecRestartPolicyConditionEnum::EMPTY)
+        {
+            p.condition = Some(engine::TaskSpecRestartPolicyConditionEnum::ANY);
+        }
+        p.max_attempts.get_or_insert(0);
+        if p.window == Some(0) {
+            p.window = None;
+        }
+    }
+    if let Some(r) = t.resources.as_mut() {
+        if r.limits == Some(Default::default()) {
+            r.limits = None;
+        }
+        if r.reservations == Some(Default::default()) {
+            r.reservations = None;
+        }
+    }
+    if let Some(c) = t.container_spec.as_mut() {
+        if c.init == Some(false) {
+            c.init = None;
+        }
+        for v in [&mut c.env, &mut c.args, &mut c.command] {
+            if v.as_ref().is_some_and(|v| v.is_empty()) {
+                *v = None;
+            }
+        }
+    }
+    if let Some(p) = t.placement.as_mut() {
+        if p.constraints.as_ref().is_some_and(|c| c.is_empty()) {
+            p.constraints = None;
+        }
+    }
+    t
+}
+
+/// Whether two task templates mean the same thing (defaults and empty values aside); a task
+/// whose template is the same as the service's needs no replacement.
+pub fn same_task_spec(a: Option<&engine::TaskSpec>, b: Option<&engine::TaskSpec>) -> bool {
+    if a == b {
+        return true;
+    }
+    let norm = |t: Option<&engine::TaskSpec>| normalized_task_spec(&t.cloned().unwrap_or_default());
+    norm(a) == norm(b)
+}
+
 /// Task history retention limit of a cluster spec (5 when unset).
 pub fn task_history_limit(spec: &engine::SwarmSpec) -> i64 {
     spec.orchestration
@@ -307,6 +387,28 @@ mod tests {
             mode,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn unset_force_update_is_zero() {
+        let t = |force: Option<i64>, image: &str| engine::TaskSpec {
+            force_update: force,
+            container_spec: Some(engine::TaskSpecContainerSpec {
+                image: Some(image.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(same_task_spec(Some(&t(None, "a")), Some(&t(Some(0), "a"))));
+        assert!(same_task_spec(Some(&t(Some(0), "a")), Some(&t(None, "a"))));
+        assert!(!same_task_spec(Some(&t(None, "a")), Some(&t(Some(1), "a"))));
+        assert!(!same_task_spec(Some(&t(None, "a")), Some(&t(None, "b"))));
+        let empty = engine::TaskSpec {
+            force_update: Some(0),
+            ..Default::default()
+        };
+        assert!(same_task_spec(None, Some(&empty)));
+        assert!(!same_task_spec(None, Some(&t(None, "a"))));
     }
 
     #[test]

@@ -767,7 +767,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec, CliError> {
     let container_labels = opts::kv_map(&a.container_label);
 
     let container_spec = TaskSpecContainerSpec {
-        image: Some(image),
+        image: Some(normalize_image(&image)),
         labels: if container_labels.is_empty() {
             None
         } else {
@@ -894,7 +894,7 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs) -> Result<(), CliErr
         l.extend(opts::kv_map(&a.container_label_add));
     }
     if let Some(image) = &a.image {
-        cspec.image = Some(image.clone());
+        cspec.image = Some(normalize_image(image));
     }
     if let Some(args) = &a.args {
         cspec.args = Some(args.0.clone());
@@ -2759,5 +2759,33 @@ Ports:
             err.to_string(),
             "Cannot connect to the Shoal daemon at unix:///nonexistent.sock. Is the shoal daemon running?"
         );
+    }
+}
+
+/// The image reference as the docker CLI sends it when no digest is resolved: a reference
+/// without tag or digest gets `:latest` (docker's `TagNameOnly`).
+pub fn normalize_image(image: &str) -> String {
+    if image.contains('@') {
+        return image.to_string();
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::normalize_image;
+
+    #[test]
+    fn images_get_latest_like_docker() {
+        assert_eq!(normalize_image("busybox"), "busybox:latest");
+        assert_eq!(normalize_image("busybox:1.36"), "busybox:1.36");
+        assert_eq!(normalize_image("localhost:5000/app"), "localhost:5000/app:latest");
+        assert_eq!(normalize_image("localhost:5000/app:v2"), "localhost:5000/app:v2");
+        assert_eq!(normalize_image("app@sha256:abc"), "app@sha256:abc");
     }
 }

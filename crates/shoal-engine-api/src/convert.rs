@@ -113,26 +113,7 @@ pub fn insert_defaults(spec: &mut engine::ServiceSpec) {
     use engine::ServiceSpecUpdateConfigFailureActionEnum as UF;
     use engine::ServiceSpecUpdateConfigOrderEnum as UO;
     const FIVE_S: i64 = 5_000_000_000;
-    let t = spec.task_template.get_or_insert_with(Default::default);
-    if let Some(c) = t.container_spec.as_mut() {
-        c.stop_grace_period.get_or_insert(10_000_000_000);
-        c.dns_config.get_or_insert_with(Default::default);
-    }
-    t.resources.get_or_insert_with(Default::default);
-    match t.restart_policy.as_mut() {
-        None => {
-            t.restart_policy = Some(engine::TaskSpecRestartPolicy {
-                condition: Some(engine::TaskSpecRestartPolicyConditionEnum::ANY),
-                delay: Some(FIVE_S),
-                max_attempts: Some(0),
-                window: None,
-            })
-        }
-        Some(p) => {
-            p.delay.get_or_insert(FIVE_S);
-        }
-    }
-    t.placement.get_or_insert_with(Default::default);
+    shoal_api::spec::insert_task_defaults(spec.task_template.get_or_insert_with(Default::default));
     match spec.update_config.as_mut() {
         None => {
             spec.update_config = Some(engine::ServiceSpecUpdateConfig {

@@ -54,7 +54,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use codec::{Codec, CodecError, PlainCodec, RecordKind};
+pub use codec::{AeadCodec, Codec, CodecError, PlainCodec, RecordKind};
 pub use error::RaftError;
 pub use log_store::LogStore;
 pub use network::{LocalTransport, NoTransport, RaftTransport, RpcKind, TransportError};

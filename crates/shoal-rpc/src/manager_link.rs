@@ -1,0 +1,247 @@
+//! [`RemoteManagerLink`]: the agent's [`ManagerLink`] to a manager on another machine, over the
+//! Dispatcher service, with failover between managers.
+//!
+//! ```text
+//!  managers: [m1, m2, m3]     current: connection to one of them (or none)
+//!
+//!  call(f):  for each manager at most once, starting with the current one
+//!              connect if needed ── fails ─► next manager
+//!              f(client)         ── fails ─► drop it, next manager
+//!              ok ─► return (that manager stays current)
+//!            all failed ─► LinkError listing every manager's error
+//!
+//!  assignments stream: ends on the first error or when the manager closes it, and marks that
+//!  manager failed, so the worker's re-register goes to the next one
+//! ```
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{Future, StreamExt};
+use shoal_agent::worker::{LinkError, ManagerLink};
+use shoal_api::dispatch::{AssignmentSet, StatusUpdate};
+use shoal_api::engine;
+
+use crate::{ClientOptions, NodeClient, RpcError};
+
+/// A [`ManagerLink`] to remote managers, failing over between them.
+#[derive(Clone)]
+pub struct RemoteManagerLink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tls: RwLock<Arc<rustls::ClientConfig>>,
+    opts: ClientOptions,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    managers: Vec<String>,
+    /// Index of the manager to dial when there is no current connection.
+    next: usize,
+    current: Option<NodeClient>,
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the state is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the connection to `addr` if it is the current one, and moves on to the next
+    /// manager.
+    fn fail(&self, addr: &str) {
+        let mut st = self.state();
+        if st.current.as_ref().is_some_and(|c| c.addr() == addr) {
+            st.current = None;
+            if let Some(i) = st.managers.iter().position(|m| m == addr) {
+                st.next = i + 1;
+            }
+        }
+    }
+}
+
+impl RemoteManagerLink {
+    /// A link to these managers (node-to-node addresses), presenting this node's certificate
+    /// through `tls`.
+    pub fn new(managers: Vec<String>, tls: Arc<rustls::ClientConfig>) -> Self {
+        Self::with_options(managers, tls, ClientOptions::default())
+    }
+
+    /// The same with explicit client options.
+    pub fn with_options(
+        managers: Vec<String>,
+        tls: Arc<rustls::ClientConfig>,
+        opts: ClientOptions,
+    ) -> Self {
+        RemoteManagerLink {
+            inner: Arc::new(Inner {
+                tls: RwLock::new(tls),
+                opts,
+                state: Mutex::new(State {
+                    managers,
+                    ..State::default()
+                }),
+            }),
+        }
+    }
+
+    /// The managers this link knows of.
+    pub fn managers(&self) -> Vec<String> {
+        self.inner.state().managers.clone()
+    }
+
+    /// Replaces the list of managers. The current connection is kept if its manager is still
+    /// listed.
+    pub fn set_managers(&self, managers: Vec<String>) {
+        let mut st = self.inner.state();
+        if let Some(c) = &st.current {
+            if !managers.iter().any(|m| m == c.addr()) {
+                st.current = None;
+            }
+        }
+        st.managers = managers;
+        st.next = 0;
+    }
+
+    /// The manager currently connected to, if any.
+    pub fn current_manager(&self) -> Option<String> {
+        self.inner
+            .state()
+            .current
+            .as_ref()
+            .map(|c| c.addr().to_string())
+    }
+
+    /// Replaces the client configuration (after a certificate renewal); the current connection
+    /// is dropped so the next call presents the new certificate.
+    pub fn set_tls(&self, tls: Arc<rustls::ClientConfig>) {
+        *self.inner.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+        self.inner.state().current = None;
+    }
+
+    /// The current connection, or a new one to the next manager in turn.
+    async fn client(&self) -> Result<NodeClient, String> {
+        let addr = {
+            let st = self.inner.state();
+            if let Some(c) = &st.current {
+                return Ok(c.clone());
+            }
+            if st.managers.is_empty() {
+                return Err("no manager addresses are known".into());
+            }
+            st.managers[st.next % st.managers.len()].clone()
+        };
+        let tls = Arc::clone(&self.inner.tls.read().unwrap_or_else(|p| p.into_inner()));
+        match NodeClient::connect_with(&addr, tls, self.inner.opts.clone()).await {
+            Ok(c) => {
+                let mut st = self.inner.state();
+                if st.current.is_none() && st.managers.contains(&addr) {
+                    st.current = Some(c.clone());
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                let mut st = self.inner.state();
+                if let Some(i) = st.managers.iter().position(|m| *m == addr) {
+                    st.next = i + 1;
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Runs `f` against the current manager, failing over to the others in turn.
+    async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, LinkError>
+    where
+        F: FnMut(NodeClient) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
+        let attempts = self.inner.state().managers.len().max(1);
+        let mut errors = Vec::new();
+        for _ in 0..attempts {
+            let client = match self.client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let addr = client.addr().to_string();
+            match f(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::debug!(manager = %addr, error = %e, "{what} failed; trying the next manager");
+                    self.inner.fail(&addr);
+                    errors.push(format!("{addr}: {e}"));
+                }
+            }
+        }
+        Err(LinkError(format!(
+            "{what} failed on every manager: {}",
+            errors.join("; ")
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl ManagerLink for RemoteManagerLink {
+    async fn register(
+        &self,
+        node_id: &str,
+        description: engine::NodeDescription,
+        addr: &str,
+    ) -> Result<Duration, LinkError> {
+        let description = &description;
+        self.call("registering with a manager", |c| async move {
+            c.register(node_id, description, addr).await
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, node_id: &str) -> Result<Duration, LinkError> {
+        self.call("heartbeat", |c| async move { c.heartbeat(node_id).await })
+            .await
+    }
+
+    async fn assignments(
+        &self,
+        node_id: &str,
+    ) -> Result<BoxStream<'static, AssignmentSet>, LinkError> {
+        let (addr, stream) = self
+            .call("opening the assignment stream", |c| async move {
+                let s = c.assignments(node_id).await?;
+                Ok((c.addr().to_string(), s))
+            })
+            .await?;
+        let inner = Arc::clone(&self.inner);
+        let out = futures::stream::unfold(Some((stream, inner, addr)), |st| async move {
+            let (mut s, inner, addr) = st?;
+            match s.next().await {
+                Some(Ok(set)) => Some((set, Some((s, inner, addr)))),
+                Some(Err(e)) => {
+                    tracing::warn!(manager = %addr, error = %e, "assignment stream failed");
+                    inner.fail(&addr);
+                    None
+                }
+                None => {
+                    tracing::info!(manager = %addr, "manager closed the assignment stream");
+                    inner.fail(&addr);
+                    None
+                }
+            }
+        });
+        Ok(out.boxed())
+    }
+
+    async fn report(&self, node_id: &str, updates: Vec<StatusUpdate>) -> Result<(), LinkError> {
+        let updates = &updates;
+        self.call("reporting task status", |c| async move {
+            c.report_status(node_id, updates).await
+        })
+        .await
+    }
+}

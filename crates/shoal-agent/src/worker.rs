@@ -83,7 +83,13 @@ pub fn run_spec(task: &Task) -> RunSpec {
         env: c.env.clone().unwrap_or_default(),
         dir: c.dir.clone().filter(|d| !d.is_empty()),
         user: c.user.clone().filter(|u| !u.is_empty()),
-        hostname: c.hostname.clone().filter(|h| !h.is_empty()),
+        // Docker's default hostname is the container ID's first 12 characters; a task's ID
+        // stands in for the container's.
+        hostname: c
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| Some(task.id.chars().take(12).collect())),
         stop_signal: c.stop_signal.clone().filter(|s| !s.is_empty()),
         stop_grace: shoal_api::spec::stop_grace_period(&task.spec),
         labels,
@@ -176,6 +182,7 @@ impl Worker {
                 }
             };
             backoff = Duration::from_millis(100);
+            let mut period = period;
             let mut hb = tokio::time::interval(period);
             hb.tick().await;
             loop {
@@ -184,9 +191,18 @@ impl Worker {
                         if *shutdown.borrow() { break 'session; }
                     }
                     _ = hb.tick() => {
-                        if let Err(e) = self.link.heartbeat(&self.cfg.node_id).await {
-                            tracing::warn!(error = %e, "heartbeat failed; re-registering");
-                            continue 'session;
+                        match self.link.heartbeat(&self.cfg.node_id).await {
+                            Err(e) => {
+                                tracing::warn!(error = %e, "heartbeat failed; re-registering");
+                                continue 'session;
+                            }
+                            // The cluster's heartbeat period changed (`swarm update
+                            // --dispatcher-heartbeat`): keep the new one from now on.
+                            Ok(p) if p != period && !p.is_zero() => {
+                                period = p;
+                                hb = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
+                            }
+                            Ok(_) => {}
                         }
                     }
                     next = stream.next() => {
@@ -450,5 +466,59 @@ async fn reporter(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(hostname: Option<&str>) -> Task {
+        Task {
+            id: "0123456789abcdefghijklmno".into(),
+            meta: shoal_api::Meta::new_now(),
+            service_id: "svc".into(),
+            service_name: "web".into(),
+            slot: 1,
+            node_id: Some("node".into()),
+            spec: engine::TaskSpec {
+                container_spec: Some(engine::TaskSpecContainerSpec {
+                    image: Some("busybox".into()),
+                    args: Some(vec!["sleep".into(), "1".into()]),
+                    hostname: hostname.map(Into::into),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            spec_version: 1,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Assigned, "assigned"),
+            labels: HashMap::new(),
+            job_iteration: None,
+        }
+    }
+
+    #[test]
+    fn hostname_defaults_to_the_short_task_id() {
+        assert_eq!(
+            run_spec(&task(None)).hostname.as_deref(),
+            Some("0123456789ab")
+        );
+        assert_eq!(
+            run_spec(&task(Some(""))).hostname.as_deref(),
+            Some("0123456789ab")
+        );
+        assert_eq!(
+            run_spec(&task(Some("web-1"))).hostname.as_deref(),
+            Some("web-1")
+        );
+        let spec = run_spec(&task(None));
+        assert_eq!(spec.task_name, "web.1");
+        assert_eq!(
+            spec.labels
+                .get("com.docker.swarm.task.id")
+                .map(String::as_str),
+            Some("0123456789abcdefghijklmno")
+        );
     }
 }

@@ -42,6 +42,13 @@ pub struct Cluster {
     /// PEM of the root CA certificate (empty until the CA exists).
     #[serde(default)]
     pub root_ca_cert: String,
+    /// PEM of the root CA's private key. Only managers hold the store, so only they have it;
+    /// it never leaves them through the API.
+    #[serde(default)]
+    pub root_ca_key: String,
+    /// IDs of nodes removed from the swarm (`node rm`): their certificates are refused.
+    #[serde(default)]
+    pub removed_nodes: Vec<String>,
     #[serde(default)]
     pub default_addr_pool: Vec<String>,
     #[serde(default)]
@@ -152,6 +159,9 @@ pub struct Node {
     /// The role the node currently has.
     pub role: NodeRole,
     pub manager_status: Option<ManagerStatus>,
+    /// Where the node's node-to-node server listens (`host:2377`), to reach its Logs service.
+    #[serde(default)]
+    pub addr_port: String,
 }
 
 impl Node {

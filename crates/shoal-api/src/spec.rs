@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn unset_force_update_is_zero() {
-        let t = |force: Option<i64>, image: &str| engine::TaskSpec {
+        let t = |force: Option<u64>, image: &str| engine::TaskSpec {
             force_update: force,
             container_spec: Some(engine::TaskSpecContainerSpec {
                 image: Some(image.into()),

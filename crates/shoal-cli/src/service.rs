@@ -2293,7 +2293,8 @@ mod tests {
             v,
             json!({
                 "TaskTemplate": {
-                    "ContainerSpec": {"Image": "nginx", "Init": false, "DNSConfig": {}},
+                    // docker's client tags an untagged image (`TagNameOnly`).
+                    "ContainerSpec": {"Image": "nginx:latest", "Init": false, "DNSConfig": {}},
                     "Resources": {"Limits": {}, "Reservations": {}},
                     "Placement": {}
                 },
@@ -2784,8 +2785,14 @@ mod image_tests {
     fn images_get_latest_like_docker() {
         assert_eq!(normalize_image("busybox"), "busybox:latest");
         assert_eq!(normalize_image("busybox:1.36"), "busybox:1.36");
-        assert_eq!(normalize_image("localhost:5000/app"), "localhost:5000/app:latest");
-        assert_eq!(normalize_image("localhost:5000/app:v2"), "localhost:5000/app:v2");
+        assert_eq!(
+            normalize_image("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(
+            normalize_image("localhost:5000/app:v2"),
+            "localhost:5000/app:v2"
+        );
         assert_eq!(normalize_image("app@sha256:abc"), "app@sha256:abc");
     }
 }

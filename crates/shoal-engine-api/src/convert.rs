@@ -356,6 +356,25 @@ pub fn service_keys_to_docker(service: &mut serde_json::Value) {
     }
 }
 
+/// Numbers as Go's `encoding/json` writes them: a float with an integral value has no fraction
+/// (`"MaxFailureRatio": 0`, not `0.0`), so clients that print the raw JSON show what dockerd's
+/// clients show.
+pub fn go_numbers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f.abs() < 1e15 {
+                    *v = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(go_numbers),
+        Value::Object(m) => m.values_mut().for_each(go_numbers),
+        _ => {}
+    }
+}
+
 /// Outgoing task: the health check under Docker's key (`Healthcheck`).
 pub fn task_keys_to_docker(task: &mut serde_json::Value) {
     rename_key(
@@ -371,6 +390,13 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use shoal_api::{Meta, TaskStatus};
+
+    #[test]
+    fn integral_floats_look_like_go() {
+        let mut v = serde_json::json!({"R": 0.0, "S": [1.5, 2.0], "T": {"U": 7}, "W": "x"});
+        go_numbers(&mut v);
+        assert_eq!(v.to_string(), r#"{"R":0,"S":[1.5,2],"T":{"U":7},"W":"x"}"#);
+    }
 
     #[test]
     fn times_look_like_go() {

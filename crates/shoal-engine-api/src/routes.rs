@@ -149,6 +149,7 @@ fn json_value(status: StatusCode, v: serde_json::Value) -> Response {
 fn service_json(view: &convert::ServiceView) -> serde_json::Value {
     let mut v = serde_json::to_value(view).unwrap_or_default();
     convert::service_keys_to_docker(&mut v);
+    convert::go_numbers(&mut v);
     v
 }
 
@@ -156,6 +157,7 @@ fn service_json(view: &convert::ServiceView) -> serde_json::Value {
 fn task_json(task: &engine::Task) -> serde_json::Value {
     let mut v = serde_json::to_value(task).unwrap_or_default();
     convert::task_keys_to_docker(&mut v);
+    convert::go_numbers(&mut v);
     v
 }
 

@@ -153,6 +153,8 @@ impl SwarmBackend for MockBackend {
             worker_join_token: fake_join_token(),
             manager_join_token: fake_join_token(),
             root_ca_cert: String::new(),
+            root_ca_key: String::new(),
+            removed_nodes: Vec::new(),
             default_addr_pool: req
                 .default_addr_pool
                 .clone()
@@ -199,6 +201,7 @@ impl SwarmBackend for MockBackend {
                 addr: format!("{host}:2377"),
                 raft_id: 1,
             }),
+            addr_port: format!("{host}:2377"),
         };
         self.store
             .update(|tx| {

@@ -1133,8 +1133,8 @@ async fn docker_cli_payload_round_trips_with_go_key_spellings() {
             "Runtime": "container"
         },
         "Mode": {"Replicated": {"Replicas": 1}},
-        "UpdateConfig": {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5000000000i64, "MaxFailureRatio": 0.0, "Order": "stop-first"},
-        "RollbackConfig": {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5000000000i64, "MaxFailureRatio": 0.0, "Order": "stop-first"},
+        "UpdateConfig": {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5000000000i64, "MaxFailureRatio": 0, "Order": "stop-first"},
+        "RollbackConfig": {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5000000000i64, "MaxFailureRatio": 0, "Order": "stop-first"},
         "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]}
     });
     let id = create(&app, spec.clone()).await;

@@ -51,6 +51,7 @@ fn node(i: usize) -> Node {
         },
         role: NodeRole::Worker,
         manager_status: None,
+        addr_port: String::new(),
     }
 }
 

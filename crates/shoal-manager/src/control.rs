@@ -278,7 +278,8 @@ impl Control {
 
     /// Removes the node `reference` resolves to. A manager that is still a member of the Raft
     /// cluster must be demoted first; a node that is ready needs `force`. Its unfinished tasks
-    /// are marked orphaned in the same write.
+    /// are marked orphaned in the same write, and its ID joins the cluster's removed nodes,
+    /// whose certificates the node-to-node server refuses from then on.
     pub async fn remove_node(&self, reference: &str, force: bool) -> Result<()> {
         let id = self.resolve_node(reference)?.id;
         self.store
@@ -308,6 +309,12 @@ impl Control {
                         "Task belonged to a node that has been deleted",
                     );
                     tx.update(Object::Task(t))?;
+                }
+                if let Some(mut cluster) = tx.get_cluster() {
+                    if !cluster.removed_nodes.contains(&id) {
+                        cluster.removed_nodes.push(id.clone());
+                        tx.update(Object::Cluster(cluster))?;
+                    }
                 }
                 tx.delete(ObjectKind::Node, &id)?;
                 Ok(())
@@ -464,7 +471,8 @@ pub fn normalize_mode(spec: &mut engine::ServiceSpec) {
 /// Whether the tasks made from `old` are out of date under `new`: the task template
 /// (including `ForceUpdate`) or the endpoint spec changed.
 fn tasks_change(old: &engine::ServiceSpec, new: &engine::ServiceSpec) -> bool {
-    old.task_template != new.task_template || old.endpoint_spec != new.endpoint_spec
+    !shoal_api::spec::same_task_spec(old.task_template.as_ref(), new.task_template.as_ref())
+        || old.endpoint_spec != new.endpoint_spec
 }
 
 /// Validates a service spec as the daemon's conversion and swarmkit's `validateServiceSpec` do.
@@ -1098,6 +1106,7 @@ mod tests {
                 addr: "10.0.0.1:2377".into(),
                 raft_id: 1,
             }),
+            addr_port: "10.0.0.1:2377".into(),
         }
     }
 
@@ -1115,6 +1124,8 @@ mod tests {
                     worker_join_token: "SWMTKN-1-digest-workersecret".into(),
                     manager_join_token: "SWMTKN-1-digest-managersecret".into(),
                     root_ca_cert: String::new(),
+                    root_ca_key: String::new(),
+                    removed_nodes: Vec::new(),
                     default_addr_pool: vec!["10.0.0.0/8".into()],
                     subnet_size: 24,
                     data_path_port: 4789,
@@ -1324,6 +1335,22 @@ mod tests {
         let s = c.resolve_service(&id).unwrap();
         assert_eq!(s.spec_version, 1);
         assert_eq!(s.previous_spec, Some(spec("web", "nginx", 1)));
+
+        // So does scaling with the spec as the API shows it (`ForceUpdate: 0` filled in).
+        let mut shown = spec("web", "nginx", 2);
+        if let Some(t) = shown.task_template.as_mut() {
+            t.force_update = Some(0);
+        }
+        c.update_service(&id, s.meta.version, shown, None, false)
+            .await
+            .unwrap();
+        let s = c.resolve_service(&id).unwrap();
+        assert_eq!(s.spec_version, 1);
+        c.update_service(&id, s.meta.version, spec("web", "nginx", 3), None, false)
+            .await
+            .unwrap();
+        let s = c.resolve_service(&id).unwrap();
+        assert_eq!(s.spec_version, 1);
 
         // A stale version fails and changes nothing.
         let e = c
@@ -1553,6 +1580,11 @@ mod tests {
         assert_eq!(
             c.store().view(|s| s.tasks["t1"].status.state),
             TaskState::Orphaned
+        );
+        assert_eq!(
+            c.store()
+                .view(|s| s.cluster.as_ref().map(|c| c.removed_nodes.clone())),
+            Some(vec!["w1".to_string()])
         );
     }
 

@@ -35,7 +35,10 @@ pub enum DispatchError {
 /// The manager side of agent sessions.
 pub struct Dispatcher {
     store: Store,
-    sessions: Mutex<HashMap<String, Instant>>,
+    /// Per node: when it was last heard from, and the heartbeat period it was told to keep
+    /// then (so a period shortened by `swarm update` does not expire nodes that have not
+    /// heard of it yet).
+    sessions: Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
 impl Dispatcher {
@@ -57,8 +60,22 @@ impl Dispatcher {
     }
 
     fn touch(&self, node_id: &str) {
+        let period = self.heartbeat_period();
         if let Ok(mut s) = self.sessions.lock() {
-            s.insert(node_id.to_string(), Instant::now());
+            let told = s.get(node_id).map_or(period, |(_, p)| (*p).max(period));
+            // The longer of the old and new period holds until the node has heard the new one
+            // (its next heartbeat answer carries it).
+            s.insert(node_id.to_string(), (Instant::now(), told));
+        }
+    }
+
+    /// Records that `node_id` was told the current period (after answering its heartbeat).
+    fn told(&self, node_id: &str) {
+        let period = self.heartbeat_period();
+        if let Ok(mut s) = self.sessions.lock() {
+            if let Some(e) = s.get_mut(node_id) {
+                e.1 = period;
+            }
         }
     }
 
@@ -87,6 +104,7 @@ impl Dispatcher {
             })
             .await?;
         self.touch(node_id);
+        self.told(node_id);
         Ok(self.heartbeat_period())
     }
 
@@ -113,6 +131,7 @@ impl Dispatcher {
             }
         }
         self.touch(node_id);
+        self.told(node_id);
         Ok(self.heartbeat_period())
     }
 
@@ -225,9 +244,10 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let start = Instant::now();
         let known: Vec<String> = self.store.view(|s| s.nodes.keys().cloned().collect());
+        let period = self.heartbeat_period();
         if let Ok(mut s) = self.sessions.lock() {
             for id in known {
-                s.entry(id).or_insert(start);
+                s.entry(id).or_insert((start, period));
             }
         }
         loop {
@@ -239,11 +259,10 @@ impl Dispatcher {
             if *shutdown.borrow() {
                 return;
             }
-            let deadline = period * MISSED_HEARTBEATS;
             let expired: Vec<String> = match self.sessions.lock() {
                 Ok(s) => s
                     .iter()
-                    .filter(|(_, t)| t.elapsed() > deadline)
+                    .filter(|(_, (t, told))| t.elapsed() > *told * MISSED_HEARTBEATS)
                     .map(|(id, _)| id.clone())
                     .collect(),
                 Err(_) => Vec::new(),

@@ -204,6 +204,8 @@ mod tests {
             worker_join_token: String::new(),
             manager_join_token: String::new(),
             root_ca_cert: String::new(),
+            root_ca_key: String::new(),
+            removed_nodes: Vec::new(),
             default_addr_pool: vec![],
             subnet_size: 24,
             data_path_port: 4789,

@@ -638,6 +638,7 @@ mod tests {
             },
             role: NodeRole::Worker,
             manager_status: None,
+            addr_port: String::new(),
         }
     }
 

@@ -241,13 +241,15 @@ impl<'a> ServiceCtx<'a> {
     /// equals the template (a scale changes the version, not the template), or differs only
     /// in placement while its node still satisfies the new constraints.
     pub fn is_dirty(&self, t: &Task) -> bool {
-        if t.spec_version == self.service.spec_version || t.spec == *self.template {
+        if t.spec_version == self.service.spec_version
+            || spec::same_task_spec(Some(&t.spec), Some(&self.template))
+        {
             return false;
         }
         if t.spec.placement != self.template.placement {
             let mut same = self.template.clone().into_owned();
             same.placement = t.spec.placement.clone();
-            if same == t.spec {
+            if spec::same_task_spec(Some(&same), Some(&t.spec)) {
                 return !self
                     .node(t.node_id.as_deref())
                     .is_some_and(|n| self.constraints_ok(n));
@@ -487,6 +489,7 @@ pub(crate) mod testutil {
             },
             role: NodeRole::Worker,
             manager_status: None,
+            addr_port: String::new(),
         }
     }
 
@@ -611,6 +614,12 @@ mod tests {
         }
         let ctx = ServiceCtx::new(&st, &s2, Utc::now());
         assert!(ctx.is_dirty(&t));
+        // `ForceUpdate: 0` is an unset one (a client sent back the spec the API showed).
+        if let Some(tt) = s2.spec.task_template.as_mut() {
+            tt.force_update = Some(0);
+        }
+        let ctx = ServiceCtx::new(&st, &s2, Utc::now());
+        assert!(!ctx.is_dirty(&t));
         // Placement-only change that the node still satisfies: clean.
         let mut s3 = s.clone();
         if let Some(tt) = s3.spec.task_template.as_mut() {

@@ -210,6 +210,8 @@ impl Daemon {
             worker_join_token: tokens::new_token(&digest),
             manager_join_token: tokens::new_token(&digest),
             root_ca_cert: String::new(),
+            root_ca_key: String::new(),
+            removed_nodes: Vec::new(),
             default_addr_pool: if opts.default_addr_pool.is_empty() {
                 vec!["10.0.0.0/8".into()]
             } else {
@@ -249,6 +251,7 @@ impl Daemon {
                 addr: ip,
             },
             role: NodeRole::Manager,
+            addr_port: String::new(),
             manager_status: Some(ManagerStatus {
                 leader: true,
                 reachability: Reachability::Reachable,
@@ -418,12 +421,21 @@ pub fn fill_swarm_spec_defaults(spec: &mut engine::SwarmSpec) {
     r.snapshot_interval.get_or_insert(10000);
     r.keep_old_snapshots.get_or_insert(0);
     r.log_entries_for_slow_followers.get_or_insert(500);
-    r.election_tick.get_or_insert(10);
-    r.heartbeat_tick.get_or_insert(1);
+    // Docker's client sends zeros for what it leaves unset.
+    if r.election_tick.unwrap_or(0) == 0 {
+        r.election_tick = Some(10);
+    }
+    if r.heartbeat_tick.unwrap_or(0) == 0 {
+        r.heartbeat_tick = Some(1);
+    }
     let d = spec.dispatcher.get_or_insert_with(Default::default);
-    d.heartbeat_period.get_or_insert(5_000_000_000);
+    if d.heartbeat_period.unwrap_or(0) == 0 {
+        d.heartbeat_period = Some(5_000_000_000);
+    }
     let ca = spec.ca_config.get_or_insert_with(Default::default);
-    ca.node_cert_expiry.get_or_insert(7_776_000_000_000_000);
+    if ca.node_cert_expiry.unwrap_or(0) == 0 {
+        ca.node_cert_expiry = Some(7_776_000_000_000_000);
+    }
     spec.task_defaults.get_or_insert_with(Default::default);
     let e = spec.encryption_config.get_or_insert_with(Default::default);
     e.auto_lock_managers.get_or_insert(false);

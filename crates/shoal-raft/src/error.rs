@@ -12,8 +12,9 @@ use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError}
 use openraft::BasicNode;
 
 /// What can go wrong in the replicated log. Every message says what happened and, where the user
-/// can act on it, what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// can act on it, what to do. Serializable: a leader returns it to a follower that forwarded a
+/// proposal ([`crate::RpcKind::Propose`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RaftError {
     /// This node is not the leader; writes must go to the leader.
     #[error("{}", not_leader_text(*.leader, .leader_addr.as_deref()))]

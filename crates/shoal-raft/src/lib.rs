@@ -29,7 +29,10 @@
 //! ```
 //!
 //! A write acknowledged by [`RaftNode::propose`] is durable on a majority of managers and
-//! survives `kill -9` of any of them.
+//! survives `kill -9` of any of them. [`RaftNode::propose_anywhere`] does the same from any
+//! member: a follower forwards the payload to the leader ([`RpcKind::Propose`], through its
+//! transport) and returns once it has applied the entry itself. Membership changes:
+//! [`RaftNode::add_voter`] (learner, caught up, then voter) and [`RaftNode::remove_member`].
 //!
 //! ## Modules
 //! - `node`: [`RaftNode`], [`RaftConfig`], [`RaftStatus`]

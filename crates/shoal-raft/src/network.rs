@@ -20,7 +20,8 @@
 //! turns into a retry with back-off.
 //!
 //! Implementations here: [`NoTransport`] (a one-member cluster) and [`LocalTransport`] (several
-//! nodes in one process, with partitions for tests).
+//! nodes in one process, with partitions, seeded message loss and latency for tests and the
+//! `shoal-sim` simulation).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -51,6 +52,9 @@ pub enum RpcKind {
     Vote,
     /// One chunk of `InstallSnapshot`.
     InstallSnapshot,
+    /// Not an openraft RPC: a follower forwards a store proposal (the payload bytes) to the
+    /// leader, which proposes it and replies with `Result<u64, RaftError>` (the log index).
+    Propose,
 }
 
 impl RpcKind {
@@ -60,6 +64,7 @@ impl RpcKind {
             RpcKind::AppendEntries => 1,
             RpcKind::Vote => 2,
             RpcKind::InstallSnapshot => 3,
+            RpcKind::Propose => 4,
         }
     }
 
@@ -69,6 +74,7 @@ impl RpcKind {
             1 => Some(RpcKind::AppendEntries),
             2 => Some(RpcKind::Vote),
             3 => Some(RpcKind::InstallSnapshot),
+            4 => Some(RpcKind::Propose),
             _ => None,
         }
     }
@@ -138,6 +144,60 @@ struct Hub {
     nodes: HashMap<u64, Weak<NodeInner>>,
     isolated: HashSet<u64>,
     cut: HashSet<(u64, u64)>,
+    faults: Faults,
+}
+
+/// Message loss and latency of a [`LocalTransport`] (all off by default).
+#[derive(Default)]
+struct Faults {
+    /// splitmix64 state: the network's own seeded generator (no dependency, reproducible).
+    rng: u64,
+    /// Probability that one message (a request, or its reply) is lost.
+    drop_rate: f64,
+    /// Every message (each direction) is delayed by a uniform time in this range.
+    delay: (Duration, Duration),
+    /// Extra delay of a link, each direction (keys are stored both ways).
+    link_delay: HashMap<(u64, u64), Duration>,
+}
+
+impl Faults {
+    fn next_u64(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform number in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn lost(&mut self) -> bool {
+        self.drop_rate > 0.0 && self.unit() < self.drop_rate
+    }
+
+    fn latency(&mut self, from: u64, to: u64) -> Duration {
+        let (lo, hi) = self.delay;
+        let mut d = lo;
+        if hi > lo {
+            d += (hi - lo).mul_f64(self.unit());
+        }
+        d + self
+            .link_delay
+            .get(&(from, to))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// What the network decided for one exchange, drawn up front (under the lock).
+struct Fate {
+    request_delay: Duration,
+    request_lost: bool,
+    reply_delay: Duration,
+    reply_lost: bool,
 }
 
 /// An in-process network between [`RaftNode`]s, for tests and simulations.
@@ -145,7 +205,12 @@ struct Hub {
 /// One `LocalTransport::new()` is the network; each node is opened with its own endpoint
 /// `net.for_node(id)` (so the network knows who sends) and then registered with
 /// `net.register(&node)`. Messages go through the same byte encoding as a real transport.
-/// [`LocalTransport::isolate`] and [`LocalTransport::cut`] simulate partitions.
+/// [`LocalTransport::isolate`] and [`LocalTransport::cut`] simulate partitions;
+/// [`LocalTransport::set_drop_rate`], [`LocalTransport::set_delay`] and
+/// [`LocalTransport::set_link_delay`] add message loss and latency, drawn from a generator seeded
+/// with [`LocalTransport::seed`]. Delays are `tokio::time` sleeps, so under a paused clock
+/// (`tokio::time::pause`) they cost no real time. A lost request or reply leaves the sender
+/// waiting until its RPC timeout, as on a real network.
 ///
 /// ```
 /// # async fn demo(dir: &std::path::Path, target: std::sync::Arc<dyn shoal_raft::StateMachineTarget>) -> Result<(), shoal_raft::RaftError> {
@@ -206,11 +271,118 @@ impl LocalTransport {
         hub.cut.insert((b, a));
     }
 
-    /// Undo every isolation and cut.
+    /// Undo every isolation and cut (message loss and delays stay as set).
     pub fn heal(&self) {
         let mut hub = self.hub();
         hub.isolated.clear();
         hub.cut.clear();
+    }
+
+    /// Seed the generator that decides which messages are lost and how long they take.
+    pub fn seed(&self, seed: u64) {
+        self.hub().faults.rng = seed;
+    }
+
+    /// Lose each message (every request and every reply, independently) with probability `p`
+    /// (clamped to `0..=1`; 0 turns loss off).
+    pub fn set_drop_rate(&self, p: f64) {
+        self.hub().faults.drop_rate = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+    }
+
+    /// Delay every message (each direction) by a uniform random time in `min..=max`.
+    pub fn set_delay(&self, min: Duration, max: Duration) {
+        self.hub().faults.delay = (min, max.max(min));
+    }
+
+    /// Add `extra` latency to the link between `a` and `b`, both ways (zero removes it).
+    pub fn set_link_delay(&self, a: u64, b: u64, extra: Duration) {
+        let mut hub = self.hub();
+        for key in [(a, b), (b, a)] {
+            if extra.is_zero() {
+                hub.faults.link_delay.remove(&key);
+            } else {
+                hub.faults.link_delay.insert(key, extra);
+            }
+        }
+    }
+
+    /// Turn off message loss and every delay (the generator keeps its state).
+    pub fn clear_faults(&self) {
+        let mut hub = self.hub();
+        hub.faults.drop_rate = 0.0;
+        hub.faults.delay = (Duration::ZERO, Duration::ZERO);
+        hub.faults.link_delay.clear();
+    }
+
+    fn partitioned(&self, hub: &Hub, target: u64) -> bool {
+        self.from.is_some_and(|from| {
+            hub.isolated.contains(&from)
+                || hub.isolated.contains(&target)
+                || hub.cut.contains(&(from, target))
+        })
+    }
+
+    /// Draws the fate of one exchange with `target`.
+    fn fate(&self, hub: &mut Hub, target: u64) -> Fate {
+        let from = self.from.unwrap_or(0);
+        let f = &mut hub.faults;
+        Fate {
+            request_delay: f.latency(from, target),
+            request_lost: f.lost(),
+            reply_delay: f.latency(target, from),
+            reply_lost: f.lost(),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        target: u64,
+        kind: RpcKind,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, TransportError> {
+        let unreachable = |reason: &str| TransportError::Unreachable {
+            target,
+            reason: reason.into(),
+        };
+        let fate = {
+            let mut hub = self.hub();
+            if self.partitioned(&hub, target) {
+                return Err(unreachable("partitioned"));
+            }
+            self.fate(&mut hub, target)
+        };
+        if !fate.request_delay.is_zero() {
+            tokio::time::sleep(fate.request_delay).await;
+        }
+        if fate.request_lost {
+            // Nothing arrives; the sender waits until its timeout (see `send`).
+            std::future::pending::<()>().await;
+        }
+        // The partition, or the node, may have changed while the message was in flight.
+        let node = {
+            let hub = self.hub();
+            if self.partitioned(&hub, target) {
+                return Err(unreachable("partitioned"));
+            }
+            hub.nodes.get(&target).and_then(Weak::upgrade)
+        };
+        let Some(inner) = node else {
+            return Err(unreachable("no such node on the local network"));
+        };
+        let reply = RaftNode { inner }
+            .handle_rpc(kind, &request)
+            .await
+            .map_err(|e| TransportError::Failed {
+                target,
+                reason: e.to_string(),
+            })?;
+        if !fate.reply_delay.is_zero() {
+            tokio::time::sleep(fate.reply_delay).await;
+        }
+        if fate.reply_lost {
+            std::future::pending::<()>().await;
+        }
+        Ok(reply)
     }
 }
 
@@ -222,36 +394,24 @@ impl RaftTransport for LocalTransport {
         _addr: &str,
         kind: RpcKind,
         request: Vec<u8>,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
-        let node = {
+        let faulty = {
             let hub = self.hub();
-            if let Some(from) = self.from {
-                if hub.isolated.contains(&from)
-                    || hub.isolated.contains(&target)
-                    || hub.cut.contains(&(from, target))
-                {
-                    return Err(TransportError::Unreachable {
-                        target,
-                        reason: "partitioned".into(),
-                    });
-                }
-            }
-            hub.nodes.get(&target).and_then(Weak::upgrade)
+            let f = &hub.faults;
+            f.drop_rate > 0.0 || !f.delay.1.is_zero() || !f.link_delay.is_empty()
         };
-        let Some(inner) = node else {
-            return Err(TransportError::Unreachable {
+        if !faulty {
+            // No loss, no latency: deliver at once (no timer, whatever the timeout).
+            return self.exchange(target, kind, request).await;
+        }
+        match tokio::time::timeout(timeout, self.exchange(target, kind, request)).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Failed {
                 target,
-                reason: "no such node on the local network".into(),
-            });
-        };
-        RaftNode { inner }
-            .handle_rpc(kind, &request)
-            .await
-            .map_err(|e| TransportError::Failed {
-                target,
-                reason: e.to_string(),
-            })
+                reason: format!("no reply within {timeout:?} (message lost or delayed)"),
+            }),
+        }
     }
 }
 
@@ -285,8 +445,15 @@ pub(crate) async fn serve(
             let req: InstallSnapshotRequest<TypeConfig> = decode(request)?;
             encode(&raft.install_snapshot(req).await)
         }
+        // Handled by `RaftNode::handle_rpc`, which has the proposal path.
+        RpcKind::Propose => Err(RaftError::Malformed(
+            "a forwarded proposal reached the raw raft dispatcher".into(),
+        )),
     }
 }
+
+/// When each peer last answered a Raft RPC (any reply, even an error, proves it is up).
+pub(crate) type Contacts = Arc<Mutex<HashMap<u64, std::time::Instant>>>;
 
 // ---------------------------------------------------------------------------------------------
 // openraft's network traits over a RaftTransport.
@@ -294,6 +461,7 @@ pub(crate) async fn serve(
 /// openraft's network factory over a [`RaftTransport`].
 pub(crate) struct Network {
     pub(crate) transport: Arc<dyn RaftTransport>,
+    pub(crate) contacts: Contacts,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -304,6 +472,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             transport: self.transport.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -313,6 +482,7 @@ pub(crate) struct Connection {
     target: u64,
     addr: String,
     transport: Arc<dyn RaftTransport>,
+    contacts: Contacts,
 }
 
 impl Connection {
@@ -336,6 +506,10 @@ impl Connection {
                 TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
                 TransportError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
             })?;
+        self.contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.target, std::time::Instant::now());
         let res: Result<Resp, OrRaftError<u64, E>> =
             decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -386,9 +560,85 @@ mod tests {
             RpcKind::AppendEntries,
             RpcKind::Vote,
             RpcKind::InstallSnapshot,
+            RpcKind::Propose,
         ] {
             assert_eq!(RpcKind::from_code(k.code()), Some(k));
         }
         assert_eq!(RpcKind::from_code(0), None);
+    }
+
+    #[test]
+    fn faults_are_seeded() {
+        let draw = |seed: u64| {
+            let mut f = Faults {
+                rng: seed,
+                drop_rate: 0.5,
+                ..Faults::default()
+            };
+            (0..64).map(|_| f.lost()).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+        let lost = draw(7).iter().filter(|l| **l).count();
+        assert!((16..=48).contains(&lost), "{lost} of 64 lost at p=0.5");
+        let mut f = Faults::default();
+        assert!((0..100).all(|_| !f.lost()), "no loss by default");
+        f.drop_rate = 1.0;
+        assert!((0..100).all(|_| f.lost()));
+        f.delay = (Duration::from_millis(5), Duration::from_millis(10));
+        f.link_delay.insert((1, 2), Duration::from_millis(100));
+        for _ in 0..100 {
+            let d = f.latency(1, 3);
+            assert!(d >= Duration::from_millis(5) && d <= Duration::from_millis(10));
+            assert!(f.latency(1, 2) >= Duration::from_millis(105));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_message_times_out_and_delays_apply() {
+        let net = LocalTransport::new();
+        let a = net.for_node(1);
+        net.seed(1);
+        net.set_drop_rate(1.0);
+        let start = std::time::Instant::now();
+        let err = a
+            .send(
+                2,
+                "node-2",
+                RpcKind::Vote,
+                vec![],
+                Duration::from_millis(30),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Failed { .. }), "{err:?}");
+        assert!(start.elapsed() >= Duration::from_millis(30));
+
+        net.set_drop_rate(0.0);
+        net.set_link_delay(1, 2, Duration::from_millis(20));
+        let start = std::time::Instant::now();
+        let err = a
+            .send(2, "node-2", RpcKind::Vote, vec![], Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert!(err.to_string().contains("no such node"), "{err}");
+
+        // A partition is checked again when the delayed message arrives.
+        let send = a.send(2, "node-2", RpcKind::Vote, vec![], Duration::from_secs(5));
+        let cut = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            net.cut(1, 2);
+        };
+        let (res, ()) = tokio::join!(send, cut);
+        assert!(res.unwrap_err().to_string().contains("partitioned"));
+
+        net.heal();
+        net.clear_faults();
+        let start = std::time::Instant::now();
+        a.send(2, "node-2", RpcKind::Vote, vec![], Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_millis(20));
     }
 }

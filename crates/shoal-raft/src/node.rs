@@ -12,17 +12,19 @@
 //!        └──────────── index ◄── target.apply(index, payload) ◄────────┘
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::error::{InitializeError, RaftError as OrRaftError};
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 
 use crate::codec::{Codec, PlainCodec};
 use crate::log_store::LogStore;
-use crate::network::{serve, Network, RaftTransport, RpcKind};
+use crate::network::{
+    decode, encode, serve, Contacts, Network, RaftTransport, RpcKind, TransportError,
+};
 use crate::state_machine::{StateMachineStore, StateMachineTarget};
 use crate::storage::{blocking, Db};
 use crate::{Payload, RaftError, TypeConfig};
@@ -132,6 +134,8 @@ pub(crate) struct NodeInner {
     pub(crate) raft: Raft<TypeConfig>,
     cfg: RaftConfig,
     db: Weak<Db>,
+    transport: Arc<dyn RaftTransport>,
+    contacts: Contacts,
 }
 
 /// One manager's Raft node: the replicated log under the store. Cheap to clone.
@@ -211,7 +215,12 @@ impl RaftNode {
         let log = LogStore::new(db.clone());
         let weak = Arc::downgrade(&db);
         drop(db);
-        let raft = Raft::new(cfg.node_id, config, Network { transport: network }, log, sm).await?;
+        let contacts = Contacts::default();
+        let net = Network {
+            transport: network.clone(),
+            contacts: contacts.clone(),
+        };
+        let raft = Raft::new(cfg.node_id, config, net, log, sm).await?;
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, "raft node started");
         Ok(RaftNode {
             inner: Arc::new(NodeInner {
@@ -219,6 +228,8 @@ impl RaftNode {
                 raft,
                 cfg,
                 db: weak,
+                transport: network,
+                contacts,
             }),
         })
     }
@@ -267,6 +278,174 @@ impl RaftNode {
             None => Ok(index),
             Some(reason) => Err(RaftError::Rejected { index, reason }),
         }
+    }
+
+    /// [`RaftNode::propose`] from any member: on a follower the payload is forwarded to the
+    /// leader ([`RpcKind::Propose`] through this node's transport), and once the leader has
+    /// committed it this waits until the entry is applied *here* too, so the caller reads its
+    /// own write. Without a known leader it waits for one (elections take a moment) until
+    /// `propose_timeout_ms`, then gives up with [`RaftError::NoQuorum`].
+    ///
+    /// ```text
+    ///  follower ── propose ──► NotLeader{leader, addr} ── Propose(bytes) ──► leader.propose
+    ///     ▲                                                                    │ index
+    ///     └── wait until applied locally ◄───────────────── Ok(index) ◄────────┘
+    /// ```
+    ///
+    /// A forwarded call that breaks after it was sent may still have been proposed; it is not
+    /// retried (the caller sees [`RaftError::NoQuorum`], as for a local proposal that timed out).
+    pub async fn propose_anywhere(&self, payload: Vec<u8>) -> Result<u64, RaftError> {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.propose_timeout_ms);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RaftError::NoQuorum);
+            }
+            let (leader, addr) = match self.propose(payload.clone()).await {
+                Err(RaftError::NotLeader {
+                    leader: Some(leader),
+                    leader_addr: Some(addr),
+                }) if leader != self.inner.id && !addr.is_empty() => (leader, addr),
+                Err(RaftError::NotLeader { .. }) => {
+                    // No leader known (an election, or no quorum): wait for one to appear.
+                    let mut rx = self.inner.raft.metrics();
+                    let _ = tokio::time::timeout(
+                        left.min(Duration::from_millis(200)),
+                        rx.wait_for(|m| m.current_leader.is_some()),
+                    )
+                    .await;
+                    continue;
+                }
+                other => return other,
+            };
+            let reply = self
+                .inner
+                .transport
+                .send(leader, &addr, RpcKind::Propose, payload.clone(), left)
+                .await;
+            let result: Result<u64, RaftError> = match reply {
+                Ok(bytes) => decode(&bytes)?,
+                Err(TransportError::Unreachable { .. }) => {
+                    // Nothing was delivered (or the leader is gone): wait for the next leader.
+                    tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+                    continue;
+                }
+                Err(TransportError::Failed { reason, .. }) => {
+                    tracing::warn!(leader, %addr, %reason, "forwarding a proposal failed");
+                    return Err(RaftError::NoQuorum);
+                }
+            };
+            return match result {
+                Ok(index) => {
+                    self.wait_applied(index, deadline).await?;
+                    Ok(index)
+                }
+                Err(RaftError::Rejected { index, reason }) => {
+                    self.wait_applied(index, deadline).await?;
+                    Err(RaftError::Rejected { index, reason })
+                }
+                // Leadership moved between our look and the leader's: ask again.
+                Err(RaftError::NotLeader { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(50).min(left)).await;
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Waits until this node has applied the entry at `index` (or `deadline` passes:
+    /// [`RaftError::NoQuorum`]).
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), RaftError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut rx = self.inner.raft.metrics();
+        let res = tokio::time::timeout(
+            left.max(Duration::from_millis(100)),
+            rx.wait_for(|m| {
+                m.running_state.is_err() || m.last_applied.is_some_and(|l| l.index >= index)
+            }),
+        )
+        .await;
+        match res {
+            Ok(Ok(m)) => match &m.running_state {
+                Err(f) => Err(f.clone().into()),
+                Ok(()) => Ok(()),
+            },
+            Ok(Err(_)) => Err(RaftError::Shutdown),
+            Err(_) => Err(RaftError::NoQuorum),
+        }
+    }
+
+    /// The leader's address, when a leader is known (this node's own when it leads).
+    pub fn leader_addr(&self) -> Option<(u64, String)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    /// The address of member `id` in the current membership.
+    pub fn member_addr(&self, id: u64) -> Option<String> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone());
+        addr
+    }
+
+    /// When member `id` last answered a Raft message from this node (as leader: its
+    /// heartbeats). `None` if it never did since this node started.
+    pub fn last_contact(&self, id: u64) -> Option<Instant> {
+        self.inner
+            .contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// On the leader: makes `id` (at `addr`) a voting member. It is first added as a learner
+    /// and caught up (from the log, or a snapshot), then promoted. A no-op if it already votes.
+    pub async fn add_voter(&self, id: u64, addr: &str) -> Result<(), RaftError> {
+        if self.metrics().voters.contains(&id) {
+            return Ok(());
+        }
+        let node = BasicNode {
+            addr: addr.to_string(),
+        };
+        self.inner.raft.add_learner(id, node, true).await?;
+        let change: ChangeMembers<u64, BasicNode> =
+            ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        self.inner.raft.change_membership(change, false).await?;
+        tracing::info!(member = id, %addr, "raft member added");
+        Ok(())
+    }
+
+    /// On the leader: removes member `id` from the membership (voter or learner).
+    pub async fn remove_member(&self, id: u64) -> Result<(), RaftError> {
+        let st = self.metrics();
+        if !st.voters.contains(&id) && !st.learners.contains(&id) {
+            return Ok(());
+        }
+        let change: ChangeMembers<u64, BasicNode> = if st.voters.contains(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.inner.raft.change_membership(change, false).await?;
+        tracing::info!(member = id, "raft member removed");
+        Ok(())
+    }
+
+    /// A receiver that changes whenever the metrics do (role, leader, membership, indexes).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>> {
+        self.inner.raft.metrics()
     }
 
     /// Linearizable read barrier: on the leader, confirms leadership with a quorum and waits until
@@ -368,6 +547,10 @@ impl RaftNode {
     /// what the sender's transport was given, the returned bytes are its reply. An `Err` means
     /// the request could not be decoded; the transport reports it as failed.
     pub async fn handle_rpc(&self, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>, RaftError> {
+        if kind == RpcKind::Propose {
+            let res = self.propose(request.to_vec()).await;
+            return encode(&res);
+        }
         serve(&self.inner.raft, kind, request).await
     }
 

@@ -425,6 +425,85 @@ async fn without_quorum_a_proposal_fails_with_no_quorum() {
 }
 
 #[tokio::test]
+async fn a_follower_forwards_proposals_and_reads_its_own_write() {
+    let c = Cluster::start(3, |c| c).await;
+    let leader = c.agreed_leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let (node, target) = c.node(follower);
+    let index = node
+        .propose_anywhere(b"from-a-follower".to_vec())
+        .await
+        .unwrap();
+    // Applied here by the time the call returns.
+    assert!(target
+        .items()
+        .iter()
+        .any(|(i, p)| *i == index && p == b"from-a-follower"));
+    // A refused payload reports the target's error, on the follower too.
+    let err = node.propose_anywhere(b"bad".to_vec()).await.unwrap_err();
+    assert!(matches!(err, RaftError::Rejected { .. }), "{err:?}");
+    // The leader proposes directly.
+    c.node(leader)
+        .0
+        .propose_anywhere(b"x".to_vec())
+        .await
+        .unwrap();
+    // Without a majority a follower's write fails with NoQuorum.
+    c.net.isolate(follower);
+    let err = RaftNode::propose_anywhere(node, b"lost".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err, RaftError::NoQuorum);
+    c.net.heal();
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_member_is_added_and_removed() {
+    let net = LocalTransport::new();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let t1 = Arc::new(ListTarget::default());
+    let n1 = RaftNode::open(
+        dirs[0].path(),
+        cfg(1),
+        t1.clone(),
+        Arc::new(net.for_node(1)),
+    )
+    .await
+    .unwrap();
+    net.register(&n1);
+    n1.initialize_single().await.unwrap();
+    n1.wait_leader(Duration::from_secs(5)).await.unwrap();
+    for i in 0..5u32 {
+        n1.propose(format!("e{i}").into_bytes()).await.unwrap();
+    }
+    let t2 = Arc::new(ListTarget::default());
+    let n2 = RaftNode::open(
+        dirs[1].path(),
+        cfg(2),
+        t2.clone(),
+        Arc::new(net.for_node(2)),
+    )
+    .await
+    .unwrap();
+    net.register(&n2);
+    n1.add_voter(2, "node-2").await.unwrap();
+    assert_eq!(n1.metrics().voters, vec![1, 2]);
+    n1.add_voter(2, "node-2").await.unwrap(); // idempotent
+    eventually("the new member to catch up", Duration::from_secs(5), || {
+        t2.items().len() >= 5
+    })
+    .await;
+    assert_eq!(n1.member_addr(2).as_deref(), Some("node-2"));
+    assert!(n1.last_contact(2).is_some());
+    assert_eq!(n2.leader_addr(), Some((1, "node-1".to_string())));
+    n1.remove_member(2).await.unwrap();
+    assert_eq!(n1.metrics().voters, vec![1]);
+    n1.shutdown().await.unwrap();
+    n2.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn lagging_follower_catches_up_from_a_snapshot() {
     let c = Cluster::start(3, |c| RaftConfig {
         snapshot_every: 5,

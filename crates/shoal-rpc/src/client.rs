@@ -216,24 +216,45 @@ impl NodeClient {
         description: &engine::NodeDescription,
         addr: &str,
     ) -> Result<Duration, RpcError> {
+        Ok(self.register_session(node_id, description, addr).await?.0)
+    }
+
+    /// `Dispatcher.Register`, also returning the managers' addresses the manager sent (empty
+    /// if it sent none).
+    pub async fn register_session(
+        &self,
+        node_id: &str,
+        description: &engine::NodeDescription,
+        addr: &str,
+    ) -> Result<(Duration, Vec<String>), RpcError> {
         let r = client!(self, dispatcher_client::DispatcherClient)
             .register(pb::RegisterRequest {
                 description_json: convert::to_json("the node description", description)?,
                 addr: addr.to_string(),
                 node_id: node_id.to_string(),
             })
-            .await?;
-        Ok(Duration::from_millis(r.into_inner().period_ms))
+            .await?
+            .into_inner();
+        Ok((Duration::from_millis(r.period_ms), r.managers))
     }
 
     /// `Dispatcher.Heartbeat`: keeps the session; returns the heartbeat period.
     pub async fn heartbeat(&self, node_id: &str) -> Result<Duration, RpcError> {
+        Ok(self.heartbeat_session(node_id).await?.0)
+    }
+
+    /// `Dispatcher.Heartbeat`, also returning the managers' addresses the manager sent.
+    pub async fn heartbeat_session(
+        &self,
+        node_id: &str,
+    ) -> Result<(Duration, Vec<String>), RpcError> {
         let r = client!(self, dispatcher_client::DispatcherClient)
             .heartbeat(pb::HeartbeatRequest {
                 node_id: node_id.to_string(),
             })
-            .await?;
-        Ok(Duration::from_millis(r.into_inner().period_ms))
+            .await?
+            .into_inner();
+        Ok((Duration::from_millis(r.period_ms), r.managers))
     }
 
     /// `Dispatcher.Assignments`: the node's assignment sets, the current one first.

@@ -108,6 +108,11 @@ pub trait DispatcherHandler: Send + Sync + 'static {
     ) -> Result<BoxStream<'static, AssignmentSet>, RpcError>;
     /// Task status changes seen by the node.
     async fn report(&self, node_id: &str, updates: Vec<StatusUpdate>) -> Result<(), RpcError>;
+    /// The managers' node-to-node addresses, sent with every register and heartbeat answer so
+    /// agents keep an up-to-date list to fail over to. Empty: say nothing.
+    fn manager_addrs(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A Raft member, as named in membership requests.

@@ -31,11 +31,11 @@
 //! | `Ca.GetRootCa` | anyone, anonymous too | returns the root CA certificate (PEM); a joining node checks it against the token's digest |
 //! | `Ca.IssueCertificate` | anyone, anonymous too | CSR + join token -> node ID, certificate, root, role, manager addresses, cluster ID; a wrong token is refused by the handler |
 //! | `Ca.RenewCertificate` | any node | CSR -> a new certificate for the calling node (identity from its current certificate) |
-//! | `Dispatcher.Register` | any node | opens the caller's agent session (description JSON, address) -> heartbeat period |
-//! | `Dispatcher.Heartbeat` | any node | keeps the session -> heartbeat period |
+//! | `Dispatcher.Register` | any node | opens the caller's agent session (description JSON, address) -> heartbeat period, managers' addresses |
+//! | `Dispatcher.Heartbeat` | any node | keeps the session -> heartbeat period, managers' addresses |
 //! | `Dispatcher.Assignments` | any node | server stream of the caller's full assignment sets (JSON), re-sent on change |
 //! | `Dispatcher.ReportStatus` | any node | task status updates (JSON) for tasks on the caller's node |
-//! | `Raft.Call` | managers | one openraft RPC as bytes (`RpcKind` code + payload) -> the reply bytes |
+//! | `Raft.Call` | managers | one openraft RPC as bytes (`RpcKind` code + payload) -> the reply bytes; `RpcKind::Propose` carries a follower's store write to the leader |
 //! | `Raft.AddManager` | managers | a new manager asks the leader to add *itself* (raft ID, address) |
 //! | `Raft.RemoveManager` | managers | asks the leader to remove a manager |
 //! | `Control.ForwardApi` | managers | a follower forwards an Engine API request to the leader -> status, headers, body |

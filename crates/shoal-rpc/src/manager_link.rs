@@ -12,6 +12,10 @@
 //!
 //!  assignments stream: ends on the first error or when the manager closes it, and marks that
 //!  manager failed, so the worker's re-register goes to the next one
+//!
+//!  register / heartbeat answers carry the managers' addresses: a non-empty list that differs
+//!  from the known one replaces it (set_managers), so the link follows managers that join,
+//!  leave or move
 //! ```
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -64,6 +68,35 @@ impl Inner {
     }
 }
 
+impl Inner {
+    fn set_managers(&self, managers: Vec<String>) {
+        let mut st = self.state();
+        if let Some(c) = &st.current {
+            if !managers.iter().any(|m| m == c.addr()) {
+                st.current = None;
+            }
+        }
+        st.managers = managers;
+        st.next = 0;
+    }
+
+    /// Adopts the managers a manager sent, if it sent some and they differ (as a set) from
+    /// the known ones.
+    fn learn_managers(&self, mut managers: Vec<String>) {
+        if managers.is_empty() {
+            return;
+        }
+        managers.sort();
+        managers.dedup();
+        let mut known = self.state().managers.clone();
+        known.sort();
+        if known != managers {
+            tracing::info!(?managers, "the swarm's managers changed");
+            self.set_managers(managers);
+        }
+    }
+}
+
 impl RemoteManagerLink {
     /// A link to these managers (node-to-node addresses), presenting this node's certificate
     /// through `tls`.
@@ -97,14 +130,7 @@ impl RemoteManagerLink {
     /// Replaces the list of managers. The current connection is kept if its manager is still
     /// listed.
     pub fn set_managers(&self, managers: Vec<String>) {
-        let mut st = self.inner.state();
-        if let Some(c) = &st.current {
-            if !managers.iter().any(|m| m == c.addr()) {
-                st.current = None;
-            }
-        }
-        st.managers = managers;
-        st.next = 0;
+        self.inner.set_managers(managers);
     }
 
     /// The manager currently connected to, if any.
@@ -196,15 +222,23 @@ impl ManagerLink for RemoteManagerLink {
         addr: &str,
     ) -> Result<Duration, LinkError> {
         let description = &description;
-        self.call("registering with a manager", |c| async move {
-            c.register(node_id, description, addr).await
-        })
-        .await
+        let (period, managers) = self
+            .call("registering with a manager", |c| async move {
+                c.register_session(node_id, description, addr).await
+            })
+            .await?;
+        self.inner.learn_managers(managers);
+        Ok(period)
     }
 
     async fn heartbeat(&self, node_id: &str) -> Result<Duration, LinkError> {
-        self.call("heartbeat", |c| async move { c.heartbeat(node_id).await })
-            .await
+        let (period, managers) = self
+            .call("heartbeat", |c| async move {
+                c.heartbeat_session(node_id).await
+            })
+            .await?;
+        self.inner.learn_managers(managers);
+        Ok(period)
     }
 
     async fn assignments(

@@ -248,6 +248,7 @@ impl pb::dispatcher_server::Dispatcher for DispSvc {
         let period = h.register(&peer.node_id, description, &r.addr).await?;
         Ok(Response::new(pb::RegisterResponse {
             period_ms: period_ms(period),
+            managers: h.manager_addrs(),
         }))
     }
 
@@ -262,6 +263,7 @@ impl pb::dispatcher_server::Dispatcher for DispSvc {
         let period = h.heartbeat(&peer.node_id).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             period_ms: period_ms(period),
+            managers: h.manager_addrs(),
         }))
     }
 

@@ -77,6 +77,8 @@ struct TestDispatcher {
     reports: Mutex<Vec<(String, Vec<StatusUpdate>)>>,
     /// Each Assignments call takes the next receiver; sets sent on it are streamed.
     streams: Mutex<Vec<mpsc::UnboundedReceiver<AssignmentSet>>>,
+    /// What `manager_addrs` answers.
+    managers: Mutex<Vec<String>>,
 }
 
 impl TestDispatcher {
@@ -134,6 +136,10 @@ impl DispatcherHandler for TestDispatcher {
             .unwrap()
             .push((node_id.to_string(), updates));
         Ok(())
+    }
+
+    fn manager_addrs(&self) -> Vec<String> {
+        self.managers.lock().unwrap().clone()
     }
 }
 
@@ -898,6 +904,34 @@ async fn remote_manager_link_fails_over_to_a_live_manager() {
     assert_eq!(link.current_manager(), None);
     let err = link.heartbeat("worker1").await.unwrap_err();
     assert!(err.0.contains(&dead), "{err}");
+    c.server.stop().await;
+}
+
+#[tokio::test]
+async fn the_link_learns_the_managers_from_register_and_heartbeat_answers() {
+    let c = Cluster::start().await;
+    let w = c.pki.node("worker1", PeerRole::Worker);
+    let link = RemoteManagerLink::new(vec![c.server.addr.clone()], c.pki.client_config(&w));
+    // Nothing said: the list stays.
+    link.register("worker1", description(), "192.0.2.7:2377")
+        .await
+        .unwrap();
+    assert_eq!(link.managers(), vec![c.server.addr.clone()]);
+    // A new manager appears in the heartbeat answer: adopted; the connection is kept.
+    *c.dispatcher.managers.lock().unwrap() =
+        vec!["192.0.2.99:2377".to_string(), c.server.addr.clone()];
+    link.heartbeat("worker1").await.unwrap();
+    let mut want = vec!["192.0.2.99:2377".to_string(), c.server.addr.clone()];
+    want.sort();
+    assert_eq!(link.managers(), want);
+    assert_eq!(
+        link.current_manager().as_deref(),
+        Some(c.server.addr.as_str())
+    );
+    let client = c.client("worker1", PeerRole::Worker).await;
+    let (period, managers) = client.heartbeat_session("worker1").await.unwrap();
+    assert_eq!(period, Duration::from_secs(4));
+    assert_eq!(managers.len(), 2);
     c.server.stop().await;
 }
 

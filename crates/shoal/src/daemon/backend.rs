@@ -1,7 +1,8 @@
 //! The daemon's side of the Engine API server: [`DaemonBackend`] answers the server's questions
-//! about this node and carries out swarm init/leave; `listeners` opens the `-H` sockets.
+//! about this node and carries out swarm init/join/leave/unlock; `listeners` opens the `-H`
+//! sockets. Task logs of a task on another node come from that node's Logs service.
 
-use super::swarm::{Daemon, InitOptions, SwarmOpError};
+use super::swarm::{Daemon, InitOptions, JoinOptions, SwarmOpError};
 use super::DaemonArgs;
 use shoal_api::engine;
 use shoal_engine_api::backend::{
@@ -34,26 +35,29 @@ fn api_err(e: SwarmOpError) -> ApiError {
 #[async_trait::async_trait]
 impl SwarmBackend for DaemonBackend {
     fn status(&self) -> SwarmStatus {
+        if let Some(node_id) = self.daemon.locked_node() {
+            return SwarmStatus {
+                state: LocalNodeState::Locked,
+                node_id,
+                ..SwarmStatus::inactive()
+            };
+        }
         match self.daemon.current() {
             None => SwarmStatus::inactive(),
-            Some((id, _)) => SwarmStatus {
+            Some(cur) => SwarmStatus {
                 state: LocalNodeState::Active,
-                node_id: id.node_id.clone(),
-                node_addr: id
-                    .advertise_addr
-                    .rsplit_once(':')
-                    .map(|(h, _)| h.to_string())
-                    .unwrap_or_default(),
-                control_available: id.manager,
+                node_id: cur.identity.node_id.clone(),
+                node_addr: super::cluster::host_of(&cur.identity.advertise_addr),
+                control_available: cur.identity.manager,
                 error: String::new(),
-                remote_managers: vec![(id.node_id.clone(), id.advertise_addr.clone())],
+                remote_managers: self.daemon.remote_managers(&cur),
             },
         }
     }
 
     fn manager(&self) -> Option<(Store, Arc<Control>)> {
-        let (id, control) = self.daemon.current()?;
-        id.manager.then(|| (self.daemon.store.clone(), control))
+        let control = self.daemon.current()?.control?;
+        Some((self.daemon.store.clone(), control))
     }
 
     async fn init(&self, full: InitRequest) -> Result<String, ApiError> {
@@ -63,7 +67,7 @@ impl SwarmBackend for DaemonBackend {
             return Ok(self
                 .daemon
                 .current()
-                .map(|(id, _)| id.node_id)
+                .map(|c| c.identity.node_id)
                 .unwrap_or_default());
         }
         let availability = match full.availability.as_deref() {
@@ -84,32 +88,48 @@ impl SwarmBackend for DaemonBackend {
             default_addr_pool: req.default_addr_pool.unwrap_or_default(),
             subnet_size: req.subnet_size.unwrap_or(0),
             data_path_port: req.data_path_port.unwrap_or(0),
+            autolock: full.autolock.unwrap_or(false),
         };
         self.daemon.init(opts).await.map_err(api_err)
     }
 
-    async fn join(&self, _req: JoinRequest) -> Result<(), ApiError> {
-        if self.daemon.current().is_some() {
+    async fn join(&self, req: JoinRequest) -> Result<(), ApiError> {
+        if self.daemon.current().is_some() || self.daemon.locked_node().is_some() {
             return Err(ApiError::already_in_swarm());
         }
-        Err(ApiError::NotImplemented(
-            "joining another node's swarm is not supported by this version of Shoal yet".into(),
-        ))
+        let availability = req.availability.clone().unwrap_or_default();
+        if !matches!(availability.as_str(), "" | "active" | "pause" | "drain") {
+            return Err(ApiError::bad_request(format!(
+                "invalid availability {availability:?}: expected active, pause or drain"
+            )));
+        }
+        let base = req.base;
+        let opts = JoinOptions {
+            remote_addrs: base.remote_addrs.unwrap_or_default(),
+            token: base.join_token.unwrap_or_default(),
+            advertise_addr: base.advertise_addr.unwrap_or_default(),
+            listen_addr: base.listen_addr.unwrap_or_default(),
+            availability,
+        };
+        self.daemon.join(opts).await.map_err(api_err)
     }
 
     async fn leave(&self, force: bool) -> Result<(), ApiError> {
         self.daemon.leave(force).await.map_err(api_err)
     }
 
-    async fn unlock(&self, _key: String) -> Result<(), ApiError> {
-        Err(ApiError::not_locked())
+    async fn unlock(&self, key: String) -> Result<(), ApiError> {
+        if self.daemon.locked_node().is_none() {
+            return Err(ApiError::not_locked());
+        }
+        self.daemon.unlock(&key).await.map_err(api_err)
     }
 
     fn unlock_key(&self) -> Result<String, ApiError> {
-        if self.daemon.current().is_none() {
-            return Err(ApiError::no_swarm());
+        match self.daemon.current() {
+            None => Err(ApiError::no_swarm()),
+            Some(c) => Ok(c.unlock_key),
         }
-        Ok(String::new())
     }
 
     async fn task_logs(
@@ -117,10 +137,15 @@ impl SwarmBackend for DaemonBackend {
         task: &shoal_api::Task,
         opts: shoal_agent::runtime::LogOptions,
     ) -> Result<futures::stream::BoxStream<'static, shoal_agent::runtime::LogLine>, ApiError> {
-        let local = self.daemon.current().map(|(id, _)| id.node_id);
-        if task.node_id.is_none() || task.node_id != local {
-            // Not run here (or never run): no output.
+        let Some(cur) = self.daemon.current() else {
             return Ok(Box::pin(futures::stream::empty()));
+        };
+        let Some(node_id) = task.node_id.clone() else {
+            // Never scheduled: no output.
+            return Ok(Box::pin(futures::stream::empty()));
+        };
+        if node_id != cur.identity.node_id {
+            return remote_task_logs(&self.daemon.store, &cur, &node_id, &task.id, opts).await;
         }
         let runtime_name = self.daemon.store.view(|s| {
             s.services
@@ -154,6 +179,44 @@ impl SwarmBackend for DaemonBackend {
             runtimes,
             server_version: crate::VERSION.to_string(),
             labels: Vec::new(),
+        }
+    }
+}
+
+/// The output of a task that runs on another node, from that node's Logs service (dialed by
+/// its node ID, which its certificate carries). A node that cannot be reached contributes
+/// nothing, as Docker shows what it can.
+async fn remote_task_logs(
+    store: &Store,
+    cur: &super::swarm::Current,
+    node_id: &str,
+    task_id: &str,
+    opts: shoal_agent::runtime::LogOptions,
+) -> Result<futures::stream::BoxStream<'static, shoal_agent::runtime::LogLine>, ApiError> {
+    use futures::StreamExt;
+    let addr = store.view(|s| s.nodes.get(node_id).map(|n| n.addr_port.clone()));
+    let Some(addr) = addr.filter(|a| !a.is_empty()) else {
+        return Ok(Box::pin(futures::stream::empty()));
+    };
+    let client_opts = shoal_rpc::ClientOptions::default()
+        .with_server_name(node_id)
+        .with_connect_timeout(std::time::Duration::from_secs(3))
+        .with_request_timeout(Some(std::time::Duration::from_secs(10)));
+    let res = async {
+        let client =
+            shoal_rpc::NodeClient::connect_with(&addr, cur.client_tls.clone(), client_opts).await?;
+        client.task_logs(task_id, &opts).await
+    }
+    .await;
+    match res {
+        Ok(stream) => Ok(stream
+            .take_while(|line| futures::future::ready(line.is_ok()))
+            .filter_map(|line| futures::future::ready(line.ok()))
+            .boxed()),
+        Err(shoal_rpc::RpcError::NotFound(_)) => Ok(Box::pin(futures::stream::empty())),
+        Err(e) => {
+            tracing::warn!(node = %node_id, task = %task_id, error = %e, "reading a remote task's logs");
+            Ok(Box::pin(futures::stream::empty()))
         }
     }
 }

@@ -1,5 +1,14 @@
 //! This node's swarm identity on disk (`<data-root>/swarm/state.json`): who it is in the swarm
 //! and where it listens. Present exactly while the node is part of a swarm.
+//!
+//! ```text
+//!  <data-root>/swarm/
+//!    state.json                 Identity (this file's type)
+//!    certificates/              swarm-root-ca.crt, swarm-node.crt, swarm-node.key (shoal-ca;
+//!                               a manager's key file also holds the Raft data key, wrapped
+//!                               by the unlock key under autolock)
+//!    raft/raft.redb             managers: the Raft log and snapshots, sealed with the data key
+//! ```
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -13,6 +22,10 @@ pub struct Identity {
     pub advertise_addr: String,
     pub listen_addr: String,
     pub manager: bool,
+    /// The managers' node-to-node addresses as last learned (from the join answer, then from
+    /// the dispatcher's register/heartbeat answers): where the agent connects after a restart.
+    #[serde(default)]
+    pub managers: Vec<String>,
 }
 
 /// Where a node keeps its swarm state.
@@ -28,6 +41,10 @@ impl SwarmDir {
     }
     pub fn raft_dir(&self) -> PathBuf {
         self.0.join("raft")
+    }
+    /// The node's credentials (and, on managers, the key store).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.0.join("certificates")
     }
 
     /// Reads the identity; `Ok(None)` when this node is not in a swarm.
@@ -78,6 +95,7 @@ mod tests {
             advertise_addr: "127.0.0.1:2377".into(),
             listen_addr: "0.0.0.0:2377".into(),
             manager: true,
+            managers: vec!["127.0.0.1:2377".into()],
         };
         sd.save(&id).unwrap();
         assert_eq!(sd.load().unwrap(), Some(id));

@@ -2,12 +2,12 @@
 //! of a swarm runs its manager and agent roles (see [`swarm`]).
 
 pub mod backend;
+pub mod cluster;
 pub mod host;
 pub mod identity;
-pub mod link;
+pub mod leadership;
 pub mod raft_glue;
 pub mod swarm;
-pub mod tokens;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -54,6 +54,11 @@ pub struct DaemonArgs {
     /// Keep task processes running when the daemon stops; a restarted daemon adopts them.
     #[arg(long)]
     pub live_restore: bool,
+    /// Address to advertise to other nodes when `swarm init`/`join` name none (as dockerd's
+    /// flag). A loopback address here also makes the cluster listener bind only to it, so
+    /// several daemons can share one machine (127.0.0.2, 127.0.0.3, ...).
+    #[arg(long, value_name = "IP")]
+    pub swarm_default_advertise_addr: Option<String>,
 }
 
 /// Default API socket.
@@ -130,6 +135,7 @@ async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             data_root: data_root.clone(),
             default_runtime: args.default_runtime.clone(),
             live_restore: args.live_restore,
+            default_advertise_addr: args.swarm_default_advertise_addr.clone(),
         },
         host::Host::probe(),
         runtimes,

@@ -20,7 +20,8 @@ impl StateMachineTarget for StoreTarget {
     }
 }
 
-/// Store writes go through Raft.
+/// Store writes go through Raft, from any manager: a follower forwards them to the leader and
+/// returns once it has applied them itself (`RaftNode::propose_anywhere`).
 pub struct RaftProposer(pub RaftNode);
 
 /// The message Docker gives when a write cannot reach a majority.
@@ -30,12 +31,20 @@ impl Proposer for RaftProposer {
     fn propose(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<u64, StoreError>> {
         let node = self.0.clone();
         Box::pin(async move {
-            node.propose(payload).await.map_err(|e| match e {
-                RaftError::NoQuorum | RaftError::NotLeader { .. } => {
-                    StoreError::Unavailable(NO_QUORUM.into())
+            match node.propose_anywhere(payload).await {
+                Ok(index) => Ok(index),
+                // Committed and applied here, but refused by the store: the store reports its
+                // own error for that index (a conflict, not an outage).
+                Err(RaftError::Rejected { index, .. }) => Ok(index),
+                Err(RaftError::NoQuorum | RaftError::NotLeader { .. }) => {
+                    Err(StoreError::Unavailable(NO_QUORUM.into()))
                 }
-                other => StoreError::Unavailable(other.to_string()),
-            })
+                Err(RaftError::Shutdown) => Err(StoreError::Unavailable(
+                    "this manager is shutting down or leaving the swarm; try another manager"
+                        .into(),
+                )),
+                Err(other) => Err(StoreError::Unavailable(other.to_string())),
+            }
         })
     }
 }

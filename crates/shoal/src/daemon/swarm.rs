@@ -1,18 +1,32 @@
-//! The node's swarm life cycle: inactive → (init | restart with state) → active → leave.
+//! The node's swarm life cycle: inactive → (init | join | restart with state) → active → leave.
 //!
 //! ```text
-//!            swarm init                         swarm leave --force
-//!  inactive ───────────► open Raft (1 member) ─► active ──────────────► stop tasks, forget state
-//!      ▲                 store ⇄ Raft            │ manager: dispatcher, orchestrators, scheduler
-//!      │  daemon start with <data-root>/swarm    │ agent: worker ⇄ dispatcher (in process)
-//!      └─────────────────────────────────────────┘
+//!            swarm init: root CA, own manager cert, key store, Raft (1 member)
+//!            swarm join: root CA pinned by the token, CSR → certificate (role from the token);
+//!                        a manager also opens an empty Raft and asks the leader to add it
+//!  inactive ─────────────────────────────────────────────────────────► active
+//!      ▲       daemon start with <data-root>/swarm: resume            │  node-to-node server
+//!      │       (a manager under autolock waits in `locked` for         │  (cluster::serve):
+//!      │        `swarm unlock`)                                        │   every node: Logs
+//!      │                                                               │   managers: Ca, Raft,
+//!      │                                                               │   Dispatcher (leader)
+//!      │                                                               │  managers: store ⇄ Raft,
+//!      │                                                               │   leadership::run
+//!      │                                                               │  every node: agent
+//!      │                                                               │   (worker) over
+//!      │                                                               │   RemoteManagerLink
+//!      └──────────────── swarm leave [--force] ────────────────────────┘
+//!        stop tasks, leave Raft (managers, if others remain), forget the swarm
 //! ```
+//!
+//! One code path for every size: the agent of a one-machine swarm talks to its own manager
+//! over the same mTLS link a remote worker uses.
 
+use super::cluster::{self, CaService, DispatcherGate, RaftService};
 use super::host::Host;
 use super::identity::{Identity, SwarmDir};
-use super::link::LocalLink;
+use super::leadership;
 use super::raft_glue::{RaftProposer, StoreTarget};
-use super::tokens;
 use anyhow::Context;
 use shoal_agent::runtime::Runtime;
 use shoal_agent::worker::{Worker, WorkerConfig};
@@ -20,14 +34,19 @@ use shoal_api::{
     engine, new_id, Cluster, ManagerStatus, Meta, Node, NodeRole, NodeState, NodeStatus, Object,
     Reachability,
 };
+use shoal_ca::{DataKey, JoinToken, KeyStore, LockState, NodeCredentials, Role, RootCa, UnlockKey};
 use shoal_manager::control::Control;
-use shoal_manager::dispatcher::Dispatcher;
-use shoal_raft::{NoTransport, RaftConfig, RaftNode};
+use shoal_raft::{AeadCodec, RaftConfig, RaftNode, RaftRole};
+use shoal_rpc::{
+    ClientOptions, GrpcRaftTransport, Handlers, IssueRequest, ManagerMember, NodeClient, PeerRole,
+    RemoteManagerLink, RpcError, RuntimeLogs,
+};
 use shoal_store::Store;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
@@ -37,6 +56,11 @@ pub const ALREADY_IN_SWARM: &str = "This node is already part of a swarm. Use \"
 pub const NOT_IN_SWARM: &str = "This node is not part of a swarm";
 /// Docker's text when a manager leaves without --force.
 pub const LEAVE_MANAGER: &str = "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.";
+/// Docker's text when a locked node is asked to leave without --force.
+pub const LEAVE_LOCKED: &str = "Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore this message.";
+
+/// How long a join may take before it is given up.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Static configuration of the daemon.
 #[derive(Clone, Debug)]
@@ -45,14 +69,41 @@ pub struct DaemonConfig {
     pub default_runtime: String,
     /// Leave task processes running when the daemon stops (they are adopted on restart).
     pub live_restore: bool,
+    /// `--swarm-default-advertise-addr`: the address to advertise when init/join name none.
+    pub default_advertise_addr: Option<String>,
 }
 
 /// The running parts of an active swarm member.
 struct Active {
     identity: Identity,
-    raft: RaftNode,
+    raft: Option<RaftNode>,
+    raft_service: Option<Arc<RaftService>>,
+    client_tls: Arc<rustls::ClientConfig>,
     shutdown: watch::Sender<bool>,
     handles: Vec<JoinHandle<()>>,
+}
+
+/// What synchronous status reads see of an active member.
+#[derive(Clone)]
+pub struct Current {
+    pub identity: Identity,
+    /// Managers only.
+    pub control: Option<Arc<Control>>,
+    /// The agent's link to the managers (its manager list is the node's view of them).
+    pub link: RemoteManagerLink,
+    /// This node's client TLS config (to call other nodes, e.g. their Logs).
+    pub client_tls: Arc<rustls::ClientConfig>,
+    /// `SWMKEY-1-...` under autolock, else empty.
+    pub unlock_key: String,
+}
+
+/// What `start` needs.
+struct Parts {
+    identity: Identity,
+    creds: NodeCredentials,
+    raft: Option<RaftNode>,
+    keystore: Option<KeyStore>,
+    listener: Option<TcpListener>,
 }
 
 /// One machine's daemon: its store, runtimes, and (while in a swarm) its running roles.
@@ -62,9 +113,15 @@ pub struct Daemon {
     pub store: Store,
     pub runtimes: HashMap<String, Arc<dyn Runtime>>,
     swarm_dir: SwarmDir,
+    /// Serializes init / join / leave / unlock / resume.
+    op: Mutex<()>,
     active: Mutex<Option<Active>>,
-    /// Snapshot of the identity for synchronous status reads.
-    current: RwLock<Option<(Identity, Arc<Control>)>>,
+    /// A manager that restarted under autolock, waiting for `swarm unlock`.
+    locked: Mutex<Option<(Identity, KeyStore)>>,
+    /// The locked node's ID, for synchronous status reads.
+    locked_id: RwLock<Option<String>>,
+    /// Snapshot of the active member for synchronous status reads.
+    current: RwLock<Option<Current>>,
 }
 
 /// Why a swarm operation failed, with the class the API maps to a status code.
@@ -84,6 +141,12 @@ impl From<anyhow::Error> for SwarmOpError {
     }
 }
 
+impl From<shoal_ca::CaError> for SwarmOpError {
+    fn from(e: shoal_ca::CaError) -> Self {
+        SwarmOpError::Internal(anyhow::Error::new(e))
+    }
+}
+
 /// Options of `swarm init` the daemon acts on.
 #[derive(Clone, Debug, Default)]
 pub struct InitOptions {
@@ -94,6 +157,45 @@ pub struct InitOptions {
     pub default_addr_pool: Vec<String>,
     pub subnet_size: u32,
     pub data_path_port: u32,
+    pub autolock: bool,
+}
+
+/// Options of `swarm join`.
+#[derive(Clone, Debug, Default)]
+pub struct JoinOptions {
+    pub remote_addrs: Vec<String>,
+    pub token: String,
+    pub advertise_addr: String,
+    pub listen_addr: String,
+    /// `active`, `pause`, `drain` or empty.
+    pub availability: String,
+}
+
+fn validity_of(spec: &engine::SwarmSpec) -> Duration {
+    spec.ca_config
+        .as_ref()
+        .and_then(|c| c.node_cert_expiry)
+        .filter(|ns| *ns > 0)
+        .map(|ns| Duration::from_nanos(ns as u64))
+        .unwrap_or(shoal_ca::DEFAULT_NODE_CERT_VALIDITY)
+        .max(shoal_ca::MIN_NODE_CERT_VALIDITY)
+}
+
+fn rpc_text(e: &RpcError) -> String {
+    // Docker passes gRPC errors through as Go prints them.
+    let code = match e {
+        RpcError::InvalidArgument(_) => "InvalidArgument",
+        RpcError::PermissionDenied(_) => "PermissionDenied",
+        RpcError::Unauthenticated(_) => "Unauthenticated",
+        RpcError::NotFound(_) => "NotFound",
+        RpcError::AlreadyExists(_) => "AlreadyExists",
+        RpcError::NotLeader { .. } | RpcError::FailedPrecondition(_) => "FailedPrecondition",
+        RpcError::DeadlineExceeded(_) => "DeadlineExceeded",
+        RpcError::Unimplemented(_) => "Unimplemented",
+        RpcError::Internal(_) => "Internal",
+        RpcError::Connect { .. } | RpcError::Unavailable(_) => "Unavailable",
+    };
+    format!("rpc error: code = {code} desc = {e}")
 }
 
 impl Daemon {
@@ -109,45 +211,148 @@ impl Daemon {
             store: Store::new(),
             runtimes,
             swarm_dir,
+            op: Mutex::new(()),
             active: Mutex::new(None),
+            locked: Mutex::new(None),
+            locked_id: RwLock::new(None),
             current: RwLock::new(None),
         })
     }
 
-    /// Identity and control while active.
-    pub fn current(&self) -> Option<(Identity, Arc<Control>)> {
+    /// The active member's state, if this node is in a swarm (and not locked).
+    pub fn current(&self) -> Option<Current> {
         self.current.read().ok().and_then(|g| g.clone())
+    }
+
+    /// The node ID of a manager waiting for `swarm unlock`.
+    pub fn locked_node(&self) -> Option<String> {
+        self.locked_id.read().ok().and_then(|g| g.clone())
+    }
+
+    fn in_swarm(&self) -> bool {
+        self.current().is_some() || self.locked_node().is_some()
+    }
+
+    /// The managers as `/info` lists them: (node ID, address). A worker knows only addresses.
+    pub fn remote_managers(&self, cur: &Current) -> Vec<(String, String)> {
+        if cur.identity.manager {
+            let mut v: Vec<(String, String)> = self.store.view(|s| {
+                s.nodes
+                    .values()
+                    .filter_map(|n| {
+                        n.manager_status
+                            .as_ref()
+                            .map(|m| (n.id.clone(), m.addr.clone()))
+                    })
+                    .collect()
+            });
+            v.sort();
+            if !v.is_empty() {
+                return v;
+            }
+        }
+        let mut addrs = cur.link.managers();
+        addrs.sort();
+        addrs.into_iter().map(|a| (String::new(), a)).collect()
     }
 
     /// On daemon start: rejoin the swarm this node was part of, if any.
     pub async fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
+        let _op = self.op.lock().await;
         let Some(identity) = self.swarm_dir.load()? else {
             return Ok(());
         };
-        tracing::info!(node = %identity.node_id, "resuming swarm membership");
-        let raft = self.open_raft(&identity).await?;
-        raft.wait_leader(Duration::from_secs(30))
+        tracing::info!(node = %identity.node_id, manager = identity.manager, "resuming swarm membership");
+        let certs = self.swarm_dir.certs_dir();
+        if identity.manager {
+            let (ks, state) = KeyStore::open(&certs)
+                .with_context(|| format!("opening the key store in {}", certs.display()))?;
+            match state {
+                LockState::Locked => {
+                    tracing::warn!("this manager's keys are locked (autolock): run `swarm unlock`");
+                    if let Ok(mut g) = self.locked_id.write() {
+                        *g = Some(identity.node_id.clone());
+                    }
+                    *self.locked.lock().await = Some((identity, ks));
+                    Ok(())
+                }
+                LockState::Unlocked(key) => self.resume_manager(identity, ks, key).await,
+            }
+        } else {
+            let creds = NodeCredentials::load(&certs).with_context(|| {
+                format!("loading this node's certificate from {}", certs.display())
+            })?;
+            self.start(Parts {
+                identity,
+                creds,
+                raft: None,
+                keystore: None,
+                listener: None,
+            })
             .await
-            .context("waiting for a Raft leader")?;
-        self.start(identity, raft).await
+        }
     }
 
-    async fn open_raft(&self, identity: &Identity) -> anyhow::Result<RaftNode> {
+    async fn resume_manager(
+        self: &Arc<Self>,
+        identity: Identity,
+        ks: KeyStore,
+        data_key: DataKey,
+    ) -> anyhow::Result<()> {
+        let creds = ks
+            .credentials()
+            .context("reading this manager's credentials")?;
+        self.store.clear();
+        let raft = self
+            .open_raft(
+                &identity,
+                &data_key,
+                Arc::new(shoal_ca::client_config(&creds)?),
+            )
+            .await?;
+        if raft.metrics().voters.len() <= 1 {
+            // A one-manager swarm elects itself at once; wait so the first writes succeed.
+            raft.wait_leader(Duration::from_secs(30))
+                .await
+                .context("waiting for a Raft leader")?;
+        }
+        // With other managers, do not wait here: they may be starting too, and need this
+        // node's server to elect a leader.
+        self.start(Parts {
+            identity,
+            creds,
+            raft: Some(raft),
+            keystore: Some(ks),
+            listener: None,
+        })
+        .await
+    }
+
+    async fn open_raft(
+        &self,
+        identity: &Identity,
+        data_key: &DataKey,
+        client_tls: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<RaftNode> {
         let dir = self.swarm_dir.raft_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cfg = RaftConfig {
             node_id: identity.raft_id,
             addr: identity.advertise_addr.clone(),
-            // A single member elects itself quickly.
-            election_timeout_ms: (300, 600),
-            heartbeat_ms: 100,
+            election_timeout_ms: (1000, 2000),
+            heartbeat_ms: 200,
             ..RaftConfig::default()
         };
-        let raft = RaftNode::open(
+        let transport = GrpcRaftTransport::with_options(
+            client_tls,
+            ClientOptions::default().with_connect_timeout(Duration::from_secs(2)),
+        );
+        let raft = RaftNode::open_with_codec(
             &dir,
             cfg,
+            Arc::new(AeadCodec::new(data_key.as_bytes())),
             Arc::new(StoreTarget(self.store.clone())),
-            Arc::new(NoTransport),
+            Arc::new(transport),
         )
         .await
         .with_context(|| format!("opening the Raft log in {}", dir.display()))?;
@@ -156,10 +361,54 @@ impl Daemon {
         Ok(raft)
     }
 
+    /// Undoes a half-done init or join.
+    async fn abandon(&self, raft: Option<RaftNode>) {
+        self.store.set_proposer(None);
+        if let Some(r) = raft {
+            let _ = r.shutdown().await;
+        }
+        self.store.clear();
+        let _ = self.swarm_dir.remove();
+    }
+
+    /// The address to advertise: the one asked for, else the daemon's default, else the
+    /// listen address's IP if specific, else `fallback`.
+    fn advertise_addr(
+        &self,
+        asked: &str,
+        listen: &str,
+        fallback: impl FnOnce() -> Option<String>,
+    ) -> Result<String, SwarmOpError> {
+        let port = listen
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.port())
+            .unwrap_or(shoal_rpc::DEFAULT_PORT);
+        if !asked.is_empty() {
+            return Ok(with_port(asked, port));
+        }
+        if let Some(d) = self
+            .cfg
+            .default_advertise_addr
+            .as_deref()
+            .filter(|d| !d.is_empty())
+        {
+            return Ok(with_port(d, port));
+        }
+        let listen_ip = cluster::host_of(listen);
+        if !listen_ip.is_empty() && listen_ip != "0.0.0.0" && listen_ip != "::" {
+            return Ok(format!("{listen_ip}:{port}"));
+        }
+        fallback().map(|ip| format!("{ip}:{port}")).ok_or_else(|| {
+            SwarmOpError::InvalidArgument(
+                "could not find the system's IP address - specify one with --advertise-addr".into(),
+            )
+        })
+    }
+
     /// `swarm init`: a new one-manager cluster.
     pub async fn init(self: &Arc<Self>, opts: InitOptions) -> Result<String, SwarmOpError> {
-        let mut guard = self.active.lock().await;
-        if guard.is_some() {
+        let _op = self.op.lock().await;
+        if self.in_swarm() {
             return Err(SwarmOpError::Unavailable(ALREADY_IN_SWARM.into()));
         }
         let listen_addr = if opts.listen_addr.is_empty() {
@@ -167,22 +416,18 @@ impl Daemon {
         } else {
             with_port(&opts.listen_addr, 2377)
         };
-        let advertise = if opts.advertise_addr.is_empty() {
-            let ip = listen_addr
-                .rsplit_once(':')
-                .map(|(h, _)| h.to_string())
-                .filter(|h| h != "0.0.0.0" && !h.is_empty())
-                .or_else(default_ip)
-                .ok_or_else(|| {
-                    SwarmOpError::InvalidArgument(
-                        "could not find the system's IP address - specify one with --advertise-addr"
-                            .into(),
-                    )
-                })?;
-            format!("{ip}:2377")
-        } else {
-            with_port(&opts.advertise_addr, 2377)
-        };
+        let advertise = self.advertise_addr(&opts.advertise_addr, &listen_addr, default_ip)?;
+        let bind = cluster::bind_addr(&listen_addr, &advertise)
+            .map_err(|e| SwarmOpError::InvalidArgument(format!("{e:#}")))?;
+        let listener = cluster::bind(bind).await?;
+
+        let mut spec = opts.spec.clone().unwrap_or_default();
+        fill_swarm_spec_defaults(&mut spec);
+        if opts.autolock {
+            spec.encryption_config
+                .get_or_insert_with(Default::default)
+                .auto_lock_managers = Some(true);
+        }
         let identity = Identity {
             node_id: new_id(),
             cluster_id: new_id(),
@@ -190,120 +435,414 @@ impl Daemon {
             advertise_addr: advertise.clone(),
             listen_addr,
             manager: true,
+            managers: vec![advertise.clone()],
         };
+        let root = RootCa::generate(&identity.cluster_id)?;
+        let creds = NodeCredentials::issue_local(
+            &root,
+            &identity.node_id,
+            Role::Manager,
+            validity_of(&spec),
+        )?;
+        let _ = self.swarm_dir.remove();
+        let certs = self.swarm_dir.certs_dir();
+        std::fs::create_dir_all(&certs).with_context(|| format!("creating {}", certs.display()))?;
+        let unlock = opts.autolock.then(UnlockKey::generate);
+        let (ks, data_key) = KeyStore::create(&certs, &creds, unlock.as_ref())?;
         self.store.clear();
-        let raft = self.open_raft(&identity).await?;
-        raft.initialize_single()
-            .await
-            .map_err(|e| anyhow::anyhow!("initializing Raft: {e}"))?;
-        raft.wait_leader(Duration::from_secs(30))
-            .await
-            .map_err(|e| anyhow::anyhow!("waiting for a Raft leader: {e}"))?;
-
-        let digest = tokens::new_digest();
-        let mut spec = opts.spec.clone().unwrap_or_default();
-        fill_swarm_spec_defaults(&mut spec);
-        let cluster = Cluster {
-            id: identity.cluster_id.clone(),
-            meta: Meta::new_now(),
-            spec,
-            worker_join_token: tokens::new_token(&digest),
-            manager_join_token: tokens::new_token(&digest),
-            root_ca_cert: String::new(),
-            root_ca_key: String::new(),
-            removed_nodes: Vec::new(),
-            default_addr_pool: if opts.default_addr_pool.is_empty() {
-                vec!["10.0.0.0/8".into()]
-            } else {
-                opts.default_addr_pool.clone()
-            },
-            subnet_size: if opts.subnet_size == 0 {
-                24
-            } else {
-                opts.subnet_size
-            },
-            data_path_port: if opts.data_path_port == 0 {
-                4789
-            } else {
-                opts.data_path_port
-            },
+        let client_tls = Arc::new(shoal_ca::client_config(&creds)?);
+        let raft = match self.open_raft(&identity, &data_key, client_tls).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.abandon(None).await;
+                return Err(e.into());
+            }
         };
-        let ip = advertise
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_default();
-        let node = Node {
-            id: identity.node_id.clone(),
-            meta: Meta::new_now(),
-            spec: engine::NodeSpec {
-                name: None,
-                labels: Some(HashMap::new()),
-                role: Some(engine::NodeSpecRoleEnum::MANAGER),
-                availability: Some(
-                    opts.availability
-                        .unwrap_or(engine::NodeSpecAvailabilityEnum::ACTIVE),
-                ),
-            },
-            description: self.host.node_description(HashMap::new()),
-            status: NodeStatus {
-                state: NodeState::Ready,
-                message: String::new(),
-                addr: ip,
-            },
-            role: NodeRole::Manager,
-            addr_port: String::new(),
-            manager_status: Some(ManagerStatus {
-                leader: true,
-                reachability: Reachability::Reachable,
-                addr: advertise,
-                raft_id: identity.raft_id,
-            }),
-        };
-        self.store
-            .update(|tx| {
-                tx.create(Object::Cluster(cluster))?;
-                tx.create(Object::Node(node))
-            })
-            .await
-            .map_err(|e| SwarmOpError::Unavailable(e.to_string()))?;
-        self.swarm_dir.save(&identity)?;
+        let res = async {
+            raft.initialize_single()
+                .await
+                .map_err(|e| anyhow::anyhow!("initializing Raft: {e}"))?;
+            raft.wait_leader(Duration::from_secs(30))
+                .await
+                .map_err(|e| anyhow::anyhow!("waiting for a Raft leader: {e}"))?;
+            let key_pem = root
+                .key_pem()
+                .ok_or_else(|| anyhow::anyhow!("the new root CA has no key"))?
+                .to_string();
+            let cluster = Cluster {
+                id: identity.cluster_id.clone(),
+                meta: Meta::new_now(),
+                spec,
+                worker_join_token: JoinToken::for_root(&root).to_string(),
+                manager_join_token: JoinToken::for_root(&root).to_string(),
+                root_ca_cert: root.cert_pem().to_string(),
+                root_ca_key: key_pem,
+                removed_nodes: Vec::new(),
+                default_addr_pool: if opts.default_addr_pool.is_empty() {
+                    vec!["10.0.0.0/8".into()]
+                } else {
+                    opts.default_addr_pool.clone()
+                },
+                subnet_size: if opts.subnet_size == 0 {
+                    24
+                } else {
+                    opts.subnet_size
+                },
+                data_path_port: if opts.data_path_port == 0 {
+                    4789
+                } else {
+                    opts.data_path_port
+                },
+            };
+            let node = Node {
+                id: identity.node_id.clone(),
+                meta: Meta::new_now(),
+                spec: engine::NodeSpec {
+                    name: None,
+                    labels: Some(HashMap::new()),
+                    role: Some(engine::NodeSpecRoleEnum::MANAGER),
+                    availability: Some(
+                        opts.availability
+                            .unwrap_or(engine::NodeSpecAvailabilityEnum::ACTIVE),
+                    ),
+                },
+                description: self.host.node_description(HashMap::new()),
+                status: NodeStatus {
+                    state: NodeState::Ready,
+                    message: String::new(),
+                    addr: cluster::host_of(&advertise),
+                },
+                role: NodeRole::Manager,
+                manager_status: Some(ManagerStatus {
+                    leader: true,
+                    reachability: Reachability::Reachable,
+                    addr: advertise.clone(),
+                    raft_id: identity.raft_id,
+                }),
+                addr_port: advertise.clone(),
+            };
+            self.store
+                .update(|tx| {
+                    tx.create(Object::Cluster(cluster))?;
+                    tx.create(Object::Node(node))
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.swarm_dir.save(&identity)?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            self.abandon(Some(raft)).await;
+            return Err(e.into());
+        }
         let node_id = identity.node_id.clone();
-        drop(guard.take());
-        drop(guard);
-        self.start(identity, raft).await?;
+        self.start(Parts {
+            identity,
+            creds,
+            raft: Some(raft),
+            keystore: Some(ks),
+            listener: Some(listener),
+        })
+        .await?;
         Ok(node_id)
     }
 
+    /// `swarm join`: becomes a worker or a manager of the swarm at `remote_addrs`, as the
+    /// token says.
+    pub async fn join(self: &Arc<Self>, opts: JoinOptions) -> Result<(), SwarmOpError> {
+        let _op = self.op.lock().await;
+        if self.in_swarm() {
+            return Err(SwarmOpError::Unavailable(ALREADY_IN_SWARM.into()));
+        }
+        let token = JoinToken::parse(&opts.token)
+            .map_err(|e| SwarmOpError::InvalidArgument(e.to_string()))?;
+        let listen_addr = if opts.listen_addr.is_empty() {
+            "0.0.0.0:2377".to_string()
+        } else {
+            with_port(&opts.listen_addr, 2377)
+        };
+        let remotes: Vec<String> = opts
+            .remote_addrs
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| with_port(a, shoal_rpc::DEFAULT_PORT))
+            .collect();
+        let bootstrap = Arc::new(shoal_ca::dangerous_unverified_bootstrap_client_config()?);
+        // The first manager that answers.
+        let mut errors = Vec::new();
+        let mut found = None;
+        for remote in &remotes {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                shoal_rpc::fetch_root_ca(remote, bootstrap.clone()),
+            )
+            .await
+            {
+                Ok(Ok(pem)) => {
+                    found = Some((remote.clone(), pem));
+                    break;
+                }
+                Ok(Err(e)) => errors.push(format!("{remote}: {e}")),
+                Err(_) => errors.push(format!("{remote}: no answer within 10s")),
+            }
+        }
+        let Some((remote, root_pem)) = found else {
+            return Err(SwarmOpError::Unavailable(format!(
+                "could not reach a manager of the swarm to join: {}",
+                errors.join("; ")
+            )));
+        };
+        shoal_ca::verify_ca_digest(&token, &root_pem)
+            .map_err(|e| SwarmOpError::InvalidArgument(e.to_string()))?;
+
+        // Our address as the manager sees it, when nothing else says.
+        let remote_for_probe = remote.clone();
+        let probed = tokio::net::TcpStream::connect(&remote_for_probe)
+            .await
+            .ok()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.ip().to_string());
+        let advertise = self.advertise_addr(&opts.advertise_addr, &listen_addr, || probed)?;
+        let bind = cluster::bind_addr(&listen_addr, &advertise)
+            .map_err(|e| SwarmOpError::InvalidArgument(format!("{e:#}")))?;
+        let listener = cluster::bind(bind).await?;
+
+        let request = NodeCredentials::generate_csr()?;
+        let pinned = Arc::new(shoal_ca::pinned_client_config(&root_pem)?);
+        let ca = NodeClient::connect_with(
+            &remote,
+            pinned,
+            ClientOptions::default().with_server_name(shoal_ca::CA_SERVER_NAME),
+        )
+        .await
+        .map_err(|e| SwarmOpError::Unavailable(e.to_string()))?;
+        let issued = ca
+            .issue_certificate(IssueRequest {
+                csr_pem: request.csr_pem.clone(),
+                token: token.as_str().to_string(),
+                availability: opts.availability.clone(),
+                advertise_addr: advertise.clone(),
+                listen_addr: listen_addr.clone(),
+                hostname: self.host.hostname.clone(),
+                remote_addr: None,
+            })
+            .await
+            .map_err(|e| match e {
+                RpcError::InvalidArgument(_) | RpcError::PermissionDenied(_) => {
+                    SwarmOpError::InvalidArgument(rpc_text(&e))
+                }
+                other => SwarmOpError::Unavailable(rpc_text(&other)),
+            })?;
+        let creds = request.into_credentials(issued.cert_pem, issued.root_pem)?;
+        let manager = issued.role == PeerRole::Manager;
+        let mut managers = issued.manager_addrs.clone();
+        if managers.is_empty() {
+            managers.push(remote.clone());
+        }
+        let identity = Identity {
+            node_id: issued.node_id.clone(),
+            cluster_id: issued.cluster_id.clone(),
+            raft_id: if manager {
+                rand::random::<u64>() | 1
+            } else {
+                0
+            },
+            advertise_addr: advertise.clone(),
+            listen_addr,
+            manager,
+            managers: managers.clone(),
+        };
+        let _ = self.swarm_dir.remove();
+        let certs = self.swarm_dir.certs_dir();
+        std::fs::create_dir_all(&certs).with_context(|| format!("creating {}", certs.display()))?;
+        let client_tls = Arc::new(shoal_ca::client_config(&creds)?);
+        let (raft, keystore) = if manager {
+            let (ks, data_key) = KeyStore::create(&certs, &creds, None)?;
+            self.store.clear();
+            let raft = match self
+                .open_raft(&identity, &data_key, client_tls.clone())
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    self.abandon(None).await;
+                    return Err(e.into());
+                }
+            };
+            (Some(raft), Some(ks))
+        } else {
+            creds.save(&certs)?;
+            (None, None)
+        };
+        self.swarm_dir.save(&identity)?;
+        self.start(Parts {
+            identity: identity.clone(),
+            creds,
+            raft: raft.clone(),
+            keystore,
+            listener: Some(listener),
+        })
+        .await?;
+        if let Some(raft) = raft {
+            let member = ManagerMember {
+                node_id: identity.node_id.clone(),
+                raft_id: identity.raft_id,
+                addr: advertise.clone(),
+            };
+            if let Err(e) = add_self_to_raft(&managers, client_tls, &member).await {
+                tracing::warn!(error = %e, "joining the Raft group failed; leaving");
+                let _ = self.stop_roles().await;
+                self.abandon(None).await;
+                return Err(SwarmOpError::Unavailable(format!(
+                    "could not join the managers' Raft group: {e}"
+                )));
+            }
+            // Caught up (add_voter waits for it); a leader is known from now on.
+            let _ = raft.wait_leader(Duration::from_secs(10)).await;
+        }
+        tracing::info!(node = %identity.node_id, manager, "joined the swarm");
+        Ok(())
+    }
+
+    /// `swarm unlock`: opens a locked manager's keys and resumes it.
+    pub async fn unlock(self: &Arc<Self>, key: &str) -> Result<(), SwarmOpError> {
+        let _op = self.op.lock().await;
+        let mut guard = self.locked.lock().await;
+        let Some((identity, mut ks)) = guard.take() else {
+            return Err(SwarmOpError::InvalidArgument("swarm is not locked".into()));
+        };
+        let parsed = match UnlockKey::parse(key) {
+            Ok(k) => k,
+            Err(e) => {
+                *guard = Some((identity, ks));
+                return Err(SwarmOpError::InvalidArgument(e.to_string()));
+            }
+        };
+        let data_key = match ks.unlock(&parsed) {
+            Ok(k) => k,
+            Err(e) => {
+                *guard = Some((identity, ks));
+                return Err(SwarmOpError::InvalidArgument(e.to_string()));
+            }
+        };
+        drop(guard);
+        if let Ok(mut g) = self.locked_id.write() {
+            *g = None;
+        }
+        self.resume_manager(identity, ks, data_key).await?;
+        Ok(())
+    }
+
     /// Starts the roles of an active member.
-    async fn start(self: &Arc<Self>, identity: Identity, raft: RaftNode) -> anyhow::Result<()> {
+    async fn start(self: &Arc<Self>, parts: Parts) -> anyhow::Result<()> {
+        let Parts {
+            identity,
+            creds,
+            raft,
+            keystore,
+            listener,
+        } = parts;
         let (tx, rx) = watch::channel(false);
         let mut handles = Vec::new();
-        let dispatcher = Dispatcher::new(self.store.clone());
-        handles.push(tokio::spawn(Arc::clone(&dispatcher).run(rx.clone())));
-        let manager = shoal_manager::manager::Manager::new(self.store.clone());
-        handles.push(tokio::spawn(manager.run(rx.clone())));
+        let client_tls = Arc::new(shoal_ca::client_config(&creds)?);
+        let server_tls = Arc::new(shoal_ca::server_config(&creds)?);
+
+        let mut handlers =
+            Handlers::new().with_logs(Arc::new(RuntimeLogs::new(self.runtimes.values().cloned())));
+        let mut raft_service = None;
+        let control = match &raft {
+            Some(raft) => {
+                let gate = DispatcherGate::new(self.store.clone(), raft.clone());
+                let rs = Arc::new(RaftService {
+                    store: self.store.clone(),
+                    raft: raft.clone(),
+                });
+                raft_service = Some(Arc::clone(&rs));
+                handlers = handlers
+                    .with_ca(Arc::new(CaService {
+                        store: self.store.clone(),
+                    }))
+                    .with_raft(rs)
+                    .with_dispatcher(gate.clone());
+                handles.push(tokio::spawn(leadership::run(
+                    self.store.clone(),
+                    raft.clone(),
+                    gate,
+                    rx.clone(),
+                )));
+                Some(Arc::new(Control::new(self.store.clone())))
+            }
+            None => None,
+        };
+        let peer_fn = cluster::peer_fn(
+            identity.cluster_id.clone(),
+            raft.as_ref().map(|_| self.store.clone()),
+        );
+        let bind = cluster::bind_addr(&identity.listen_addr, &identity.advertise_addr)?;
+        handles.push(tokio::spawn(cluster::serve(
+            bind,
+            listener,
+            server_tls,
+            peer_fn,
+            handlers,
+            rx.clone(),
+        )));
+
+        // The agent, on every node, over the same link to the (leading) manager.
+        let mut managers = if raft.is_some() {
+            cluster::manager_addrs(&self.store)
+        } else {
+            Vec::new()
+        };
+        if managers.is_empty() {
+            managers = identity.managers.clone();
+        }
+        let link = RemoteManagerLink::with_options(
+            managers,
+            client_tls.clone(),
+            ClientOptions::default()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_request_timeout(Some(Duration::from_secs(15))),
+        );
         let worker = Worker::new(
             WorkerConfig {
                 node_id: identity.node_id.clone(),
-                addr: identity
-                    .advertise_addr
-                    .rsplit_once(':')
-                    .map(|(h, _)| h.to_string())
-                    .unwrap_or_default(),
+                addr: cluster::host_of(&identity.advertise_addr),
                 description: self.host.node_description(HashMap::new()),
                 default_runtime: self.cfg.default_runtime.clone(),
             },
-            Arc::new(LocalLink(dispatcher)),
+            Arc::new(link.clone()),
             self.runtimes.clone(),
         );
-        handles.push(tokio::spawn(worker.run(rx)));
-        let control = Arc::new(Control::new(self.store.clone()));
+        handles.push(tokio::spawn(worker.run(rx.clone())));
+        handles.push(tokio::spawn(keep_managers(
+            self.swarm_dir.clone(),
+            identity.clone(),
+            raft.as_ref().map(|_| self.store.clone()),
+            link.clone(),
+            rx,
+        )));
+
+        let unlock_key = keystore
+            .as_ref()
+            .and_then(|k| k.unlock_key())
+            .map(|k| k.to_string())
+            .unwrap_or_default();
         if let Ok(mut c) = self.current.write() {
-            *c = Some((identity.clone(), control));
+            *c = Some(Current {
+                identity: identity.clone(),
+                control,
+                link,
+                client_tls: client_tls.clone(),
+                unlock_key,
+            });
         }
         *self.active.lock().await = Some(Active {
             identity,
             raft,
+            raft_service,
+            client_tls,
             shutdown: tx,
             handles,
         });
@@ -312,24 +851,26 @@ impl Daemon {
 
     /// Stops the roles (daemon shutdown or leave). Task processes keep running.
     async fn stop_roles(&self) -> Option<Active> {
-        let active = self.active.lock().await.take()?;
-        let _ = active.shutdown.send(true);
-        for h in &active.handles {
-            // Give loops a moment to notice, then abort what is left.
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while !h.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await;
-            h.abort();
-        }
-        self.store.set_proposer(None);
-        if let Err(e) = active.raft.shutdown().await {
-            tracing::warn!(error = %e, "Raft shutdown");
-        }
+        let mut active = self.active.lock().await.take()?;
         if let Ok(mut c) = self.current.write() {
             *c = None;
+        }
+        let _ = active.shutdown.send(true);
+        for h in active.handles.drain(..) {
+            // Give loops a moment to notice, then abort what is left.
+            let abort = h.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(3), h)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        self.store.set_proposer(None);
+        if let Some(raft) = &active.raft {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "Raft shutdown");
+            }
         }
         Some(active)
     }
@@ -347,19 +888,64 @@ impl Daemon {
         }
     }
 
+    /// A manager leaving with --force: out of the Raft group first, if others remain.
+    async fn leave_raft(&self) {
+        let (identity, raft, service, tls) = {
+            let guard = self.active.lock().await;
+            let Some(a) = guard.as_ref() else { return };
+            let (Some(raft), Some(service)) = (a.raft.clone(), a.raft_service.clone()) else {
+                return;
+            };
+            (a.identity.clone(), raft, service, a.client_tls.clone())
+        };
+        let voters = raft.metrics().voters;
+        if voters.len() <= 1 || !voters.contains(&identity.raft_id) {
+            return;
+        }
+        let res = tokio::time::timeout(Duration::from_secs(10), async {
+            if raft.metrics().role == RaftRole::Leader {
+                return service.remove(&identity.node_id, identity.raft_id).await;
+            }
+            let Some((_, addr)) = raft.leader_addr() else {
+                return Err(RpcError::Unavailable("no leader is known".into()));
+            };
+            NodeClient::connect(&addr, tls)
+                .await?
+                .remove_manager(&identity.node_id, identity.raft_id)
+                .await
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => tracing::info!("left the managers' Raft group"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not leave the Raft group; leaving anyway")
+            }
+            Err(_) => tracing::warn!("leaving the Raft group timed out; leaving anyway"),
+        }
+    }
+
     /// `swarm leave`.
     pub async fn leave(&self, force: bool) -> Result<(), SwarmOpError> {
-        {
-            let guard = self.active.lock().await;
-            match guard.as_ref() {
+        let _op = self.op.lock().await;
+        if self.locked_node().is_some() {
+            if !force {
+                return Err(SwarmOpError::Unavailable(LEAVE_LOCKED.into()));
+            }
+            *self.locked.lock().await = None;
+            if let Ok(mut g) = self.locked_id.write() {
+                *g = None;
+            }
+        } else {
+            match self.current() {
                 None => return Err(SwarmOpError::Unavailable(NOT_IN_SWARM.into())),
-                Some(a) if a.identity.manager && !force => {
+                Some(c) if c.identity.manager && !force => {
                     return Err(SwarmOpError::Unavailable(LEAVE_MANAGER.into()))
                 }
+                Some(c) if c.identity.manager => self.leave_raft().await,
                 Some(_) => {}
             }
+            let _ = self.stop_roles().await;
         }
-        let _ = self.stop_roles().await;
         self.remove_all_tasks().await;
         self.swarm_dir
             .remove()
@@ -379,6 +965,90 @@ impl Daemon {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A joining manager asks the leader to add it to the Raft group, following NotLeader
+/// answers to the leader, until [`JOIN_TIMEOUT`].
+async fn add_self_to_raft(
+    managers: &[String],
+    tls: Arc<rustls::ClientConfig>,
+    member: &ManagerMember,
+) -> Result<(), RpcError> {
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let mut queue: Vec<String> = managers.to_vec();
+    let mut last = RpcError::Unavailable("no manager addresses".into());
+    let mut i = 0;
+    while Instant::now() < deadline {
+        if queue.is_empty() {
+            break;
+        }
+        let addr = queue[i % queue.len()].clone();
+        i += 1;
+        let opts = ClientOptions::default().with_request_timeout(Some(JOIN_TIMEOUT));
+        let res = match NodeClient::connect_with(&addr, tls.clone(), opts).await {
+            Ok(c) => c.add_manager(member).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => return Ok(()),
+            Err(RpcError::NotLeader {
+                leader_addr: Some(leader),
+                ..
+            }) => {
+                if !queue.contains(&leader) {
+                    queue.push(leader.clone());
+                }
+                if let Some(p) = queue.iter().position(|a| *a == leader) {
+                    i = p;
+                }
+                last = RpcError::Unavailable(format!("{addr} is not the leader"));
+            }
+            Err(e @ (RpcError::PermissionDenied(_) | RpcError::InvalidArgument(_))) => {
+                return Err(e)
+            }
+            Err(e) => {
+                last = e;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Keeps the agent's manager list (managers: from the store) and the persisted one current.
+async fn keep_managers(
+    dir: SwarmDir,
+    mut identity: Identity,
+    store: Option<Store>,
+    link: RemoteManagerLink,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mut known = link.managers();
+        known.sort();
+        let list = match &store {
+            Some(s) => {
+                let from_store = cluster::manager_addrs(s);
+                if !from_store.is_empty() && from_store != known {
+                    link.set_managers(from_store.clone());
+                }
+                from_store
+            }
+            None => known,
+        };
+        let mut saved = identity.managers.clone();
+        saved.sort();
+        if !list.is_empty() && list != saved && !*stop.borrow() {
+            identity.managers = list;
+            if let Err(e) = dir.save(&identity) {
+                tracing::warn!(error = %e, "saving the manager list");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
         }
     }
 }

@@ -255,6 +255,8 @@ impl TestDaemon {
             .arg(self.data_root())
             .arg("-H")
             .arg(self.host())
+            .arg("--swarm-default-advertise-addr")
+            .arg(&self.ip)
             .env("RUST_LOG", "info,openraft=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

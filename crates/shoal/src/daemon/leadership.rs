@@ -1,0 +1,152 @@
+//! What a manager does while it is the Raft leader, and only then.
+//!
+//! ```text
+//!  raft metrics (watch) ──► leader? ─ yes, newly ─► term starts:
+//!                             │                     · a fresh Dispatcher, served by the gate
+//!                             │                     · its heartbeat expiry (nodes → down)
+//!                             │                     · the Manager loop (orchestrators, scheduler)
+//!                             │                     · manager statuses: Leader / Reachable /
+//!                             │                       Unreachable of every manager, in the store
+//!                             └─ no, any more ─────► term ends: all of it stops, the gate answers
+//!                                                    NotLeader, agents move to the new leader
+//! ```
+//!
+//! Reachability comes from Raft itself: a member is reachable while it answers the leader's
+//! messages (heartbeats every few hundred milliseconds), unreachable after
+//! [`UNREACHABLE_AFTER`] of silence.
+
+use super::cluster::DispatcherGate;
+use shoal_api::{Object, Reachability};
+use shoal_manager::dispatcher::Dispatcher;
+use shoal_manager::manager::Manager;
+use shoal_raft::{RaftNode, RaftRole};
+use shoal_store::{Store, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A member silent for this long is `Unreachable`.
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+/// How often the leader refreshes manager statuses.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+
+struct Term {
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Term {
+    fn start(store: &Store, raft: &RaftNode, gate: &DispatcherGate) -> Term {
+        tracing::info!(raft_id = raft.id(), "this manager is the leader");
+        let (stop, rx) = watch::channel(false);
+        let dispatcher = Dispatcher::new(store.clone());
+        gate.set(Some(Arc::clone(&dispatcher)));
+        let handles = vec![
+            tokio::spawn(dispatcher.run(rx.clone())),
+            tokio::spawn(Manager::new(store.clone()).run(rx.clone())),
+            tokio::spawn(manager_statuses(store.clone(), raft.clone(), rx)),
+        ];
+        Term { stop, handles }
+    }
+
+    async fn end(self, gate: &DispatcherGate) {
+        gate.set(None);
+        let _ = self.stop.send(true);
+        for h in self.handles {
+            let abort = h.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), h)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Runs the leader's duties whenever this manager leads, until `shutdown`.
+pub async fn run(
+    store: Store,
+    raft: RaftNode,
+    gate: Arc<DispatcherGate>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut metrics = raft.watch();
+    let mut term: Option<Term> = None;
+    loop {
+        metrics.borrow_and_update();
+        let leading = raft.metrics().role == RaftRole::Leader;
+        match (leading, term.take()) {
+            (true, None) => term = Some(Term::start(&store, &raft, &gate)),
+            (false, Some(t)) => {
+                tracing::info!(raft_id = raft.id(), "this manager is no longer the leader");
+                t.end(&gate).await;
+            }
+            (_, t) => term = t,
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { break },
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+        }
+    }
+    if let Some(t) = term {
+        t.end(&gate).await;
+    }
+}
+
+/// While leading: keeps every manager's `ManagerStatus` (leader flag, reachability) true to
+/// what Raft sees, writing only changes.
+async fn manager_statuses(store: Store, raft: RaftNode, mut stop: watch::Receiver<bool>) {
+    let since = Instant::now();
+    loop {
+        let me = raft.id();
+        let changes: Vec<(String, bool, Reachability)> = store.view(|s| {
+            s.nodes
+                .values()
+                .filter_map(|n| {
+                    let ms = n.manager_status.as_ref()?;
+                    let leader = ms.raft_id == me;
+                    let reachable = leader || {
+                        // Silence is counted from when this term started at the earliest.
+                        let heard = raft
+                            .last_contact(ms.raft_id)
+                            .map_or(since, |t| t.max(since));
+                        heard.elapsed() < UNREACHABLE_AFTER
+                    };
+                    let reach = if reachable {
+                        Reachability::Reachable
+                    } else {
+                        Reachability::Unreachable
+                    };
+                    (ms.leader != leader || ms.reachability != reach)
+                        .then(|| (n.id.clone(), leader, reach))
+                })
+                .collect()
+        });
+        if !changes.is_empty() {
+            let res = store
+                .update(|tx| {
+                    for (id, leader, reach) in &changes {
+                        if let Some(mut n) = tx.get_node(id) {
+                            if let Some(ms) = n.manager_status.as_mut() {
+                                ms.leader = *leader;
+                                ms.reachability = *reach;
+                            }
+                            tx.update(Object::Node(n))?;
+                        }
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await;
+            match res {
+                Ok(()) => tracing::debug!(?changes, "manager statuses updated"),
+                Err(e) => tracing::debug!(error = %e, "updating manager statuses failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STATUS_EVERY) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+    }
+}

@@ -157,6 +157,15 @@ pub trait SwarmBackend: Send + Sync + 'static {
     async fn unlock(&self, key: String) -> Result<(), ApiError>;
     /// The current unlock key (`SWMKEY-1-...`), empty when autolock is off.
     fn unlock_key(&self) -> Result<String, ApiError>;
+    /// After `swarm update` on a manager: turn autolock on or off to match `autolock` and,
+    /// when asked (`rotateManagerUnlockKey`), replace the unlock key.
+    async fn update_autolock(
+        &self,
+        _autolock: bool,
+        _rotate_unlock_key: bool,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
     /// Logs of one task from whichever node runs it.
     async fn task_logs(
         &self,

@@ -410,11 +410,14 @@ async fn swarm_update(
     let worker = rotate_flag(&p, "rotateWorkerToken")?;
     let mgr = rotate_flag(&p, "rotateManagerToken")?;
     let unlock = rotate_flag(&p, "rotateManagerUnlockKey")?;
-    if unlock {
-        tracing::info!("rotateManagerUnlockKey requested; the unlock key is managed by the daemon");
-    }
+    let autolock = spec
+        .encryption_config
+        .as_ref()
+        .and_then(|e| e.auto_lock_managers)
+        .unwrap_or(false);
     let (_, control) = manager(&st)?;
     control.update_cluster(version, spec, worker, mgr).await?;
+    st.backend.update_autolock(autolock, unlock).await?;
     Ok(ok_empty())
 }
 

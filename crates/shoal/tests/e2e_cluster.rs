@@ -558,3 +558,54 @@ fn e2e_cluster_autolocked_manager_needs_its_unlock_key() {
     assert_eq!(m.get_json("/info")["Swarm"]["LocalNodeState"], "active");
     m.wait_replicas(common::Cli::Docker, "locked-away", "1/1");
 }
+
+#[test]
+fn e2e_cluster_autolock_turned_on_by_update_and_the_unlock_key_rotated() {
+    if docker_cli().is_none() {
+        return;
+    }
+    let mut m = TestDaemon::start_at("127.0.5.6");
+    m.docker(&["swarm", "init", "--advertise-addr", m.ip()])
+        .ok();
+    let out = m.docker(&["swarm", "unlock-key", "-q"]);
+    assert!(out.fails().contains("no unlock key"), "{out:?}");
+
+    let unlock = |m: &TestDaemon, key: &str| {
+        let body = serde_json::json!({ "UnlockKey": key });
+        m.api("POST", "/swarm/unlock", Some(&body.to_string()))
+    };
+    let key_in = |text: &str| {
+        text.split_whitespace()
+            .find(|w| w.starts_with("SWMKEY-1-"))
+            .map(str::to_string)
+    };
+
+    // Turned on: the CLI prints the key; after a restart the manager is locked until unlocked.
+    let out = m.docker(&["swarm", "update", "--autolock=true"]);
+    let key = key_in(out.ok()).unwrap_or_else(|| panic!("no unlock key printed: {out:?}"));
+    assert_eq!(m.docker(&["swarm", "unlock-key", "-q"]).ok().trim(), key);
+    m.stop();
+    m.restart();
+    assert_eq!(m.get_json("/info")["Swarm"]["LocalNodeState"], "locked");
+    let (code, text) = unlock(&m, &key);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(m.get_json("/info")["Swarm"]["LocalNodeState"], "active");
+
+    // Rotated: the old key no longer opens the restarted manager, the new one does.
+    let out = m.docker(&["swarm", "unlock-key", "--rotate"]);
+    let new_key = key_in(out.ok()).unwrap_or_else(|| panic!("no new key printed: {out:?}"));
+    assert_ne!(new_key, key);
+    m.stop();
+    m.restart();
+    assert_eq!(m.get_json("/info")["Swarm"]["LocalNodeState"], "locked");
+    let (code, text) = unlock(&m, &key);
+    assert!(code >= 400, "the old key must be refused: {code} {text}");
+    let (code, text) = unlock(&m, &new_key);
+    assert_eq!(code, 200, "{text}");
+
+    // Turned off: a restart no longer locks.
+    m.docker(&["swarm", "update", "--autolock=false"]).ok();
+    m.stop();
+    m.restart();
+    assert_eq!(m.get_json("/info")["Swarm"]["LocalNodeState"], "active");
+}

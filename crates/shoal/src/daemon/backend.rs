@@ -132,6 +132,13 @@ impl SwarmBackend for DaemonBackend {
         }
     }
 
+    async fn update_autolock(&self, autolock: bool, rotate: bool) -> Result<(), ApiError> {
+        self.daemon
+            .update_autolock(autolock, rotate)
+            .await
+            .map_err(api_err)
+    }
+
     async fn task_logs(
         &self,
         task: &shoal_api::Task,

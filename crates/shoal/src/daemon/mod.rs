@@ -7,6 +7,7 @@ pub mod host;
 pub mod identity;
 pub mod leadership;
 pub mod raft_glue;
+pub mod renewal;
 pub mod swarm;
 
 use anyhow::{bail, Context};

@@ -27,6 +27,7 @@ use super::host::Host;
 use super::identity::{Identity, SwarmDir};
 use super::leadership;
 use super::raft_glue::{RaftProposer, StoreTarget};
+use super::renewal;
 use anyhow::Context;
 use shoal_agent::runtime::Runtime;
 use shoal_agent::worker::{Worker, WorkerConfig};
@@ -79,6 +80,8 @@ struct Active {
     raft: Option<RaftNode>,
     raft_service: Option<Arc<RaftService>>,
     client_tls: Arc<rustls::ClientConfig>,
+    /// Managers: the key store (autolock, renewals).
+    keystore: Option<Arc<std::sync::Mutex<KeyStore>>>,
     shutdown: watch::Sender<bool>,
     handles: Vec<JoinHandle<()>>,
 }
@@ -122,6 +125,8 @@ pub struct Daemon {
     locked_id: RwLock<Option<String>>,
     /// Snapshot of the active member for synchronous status reads.
     current: RwLock<Option<Current>>,
+    /// The Raft transport of the open Raft node (its TLS config follows renewals).
+    raft_transport: std::sync::Mutex<Option<Arc<GrpcRaftTransport>>>,
 }
 
 /// Why a swarm operation failed, with the class the API maps to a status code.
@@ -216,6 +221,7 @@ impl Daemon {
             locked: Mutex::new(None),
             locked_id: RwLock::new(None),
             current: RwLock::new(None),
+            raft_transport: std::sync::Mutex::new(None),
         })
     }
 
@@ -343,16 +349,20 @@ impl Daemon {
             heartbeat_ms: 200,
             ..RaftConfig::default()
         };
-        let transport = GrpcRaftTransport::with_options(
+        let transport = Arc::new(GrpcRaftTransport::with_options(
             client_tls,
             ClientOptions::default().with_connect_timeout(Duration::from_secs(2)),
-        );
+        ));
+        *self
+            .raft_transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(transport.clone());
         let raft = RaftNode::open_with_codec(
             &dir,
             cfg,
             Arc::new(AeadCodec::new(data_key.as_bytes())),
             Arc::new(StoreTarget(self.store.clone())),
-            Arc::new(transport),
+            transport,
         )
         .await
         .with_context(|| format!("opening the Raft log in {}", dir.display()))?;
@@ -734,6 +744,45 @@ impl Daemon {
         Ok(())
     }
 
+    /// `swarm update --autolock` / `swarm unlock-key --rotate` on this manager: wraps the key
+    /// store under a new unlock key (autolock turned on, or rotated), or unwraps it (turned
+    /// off). Nothing to do on a worker or when nothing changes.
+    pub async fn update_autolock(&self, autolock: bool, rotate: bool) -> Result<(), SwarmOpError> {
+        let _op = self.op.lock().await;
+        let ks = self
+            .active
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|a| a.keystore.clone());
+        let Some(ks) = ks else { return Ok(()) };
+        let key = {
+            let mut ks = ks.lock().unwrap_or_else(|p| p.into_inner());
+            match (autolock, ks.is_autolocked()) {
+                (true, false) => {
+                    ks.set_autolock(Some(&UnlockKey::generate()))?;
+                    tracing::info!("autolock turned on");
+                }
+                (true, true) if rotate => {
+                    ks.rotate_unlock_key()?;
+                    tracing::info!("unlock key rotated");
+                }
+                (false, true) => {
+                    ks.set_autolock(None)?;
+                    tracing::info!("autolock turned off");
+                }
+                _ => {}
+            }
+            ks.unlock_key().map(|k| k.to_string()).unwrap_or_default()
+        };
+        if let Ok(mut c) = self.current.write() {
+            if let Some(c) = c.as_mut() {
+                c.unlock_key = key;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts the roles of an active member.
     async fn start(self: &Arc<Self>, parts: Parts) -> anyhow::Result<()> {
         let Parts {
@@ -746,7 +795,9 @@ impl Daemon {
         let (tx, rx) = watch::channel(false);
         let mut handles = Vec::new();
         let client_tls = Arc::new(shoal_ca::client_config(&creds)?);
-        let server_tls = Arc::new(shoal_ca::server_config(&creds)?);
+        let mut server_tls = shoal_ca::server_config(&creds)?;
+        let server_cert = renewal::SwapCert::install(&mut server_tls);
+        let server_tls = Arc::new(server_tls);
 
         let mut handlers =
             Handlers::new().with_logs(Arc::new(RuntimeLogs::new(self.runtimes.values().cloned())));
@@ -821,7 +872,7 @@ impl Daemon {
             identity.clone(),
             raft.as_ref().map(|_| self.store.clone()),
             link.clone(),
-            rx,
+            rx.clone(),
         )));
 
         let unlock_key = keystore
@@ -829,6 +880,38 @@ impl Daemon {
             .and_then(|k| k.unlock_key())
             .map(|k| k.to_string())
             .unwrap_or_default();
+        let keystore = keystore.map(|k| Arc::new(std::sync::Mutex::new(k)));
+        let transport = match &raft {
+            Some(_) => self
+                .raft_transport
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            None => None,
+        };
+        let weak = Arc::downgrade(self);
+        let renewer = renewal::Renewer {
+            certs_dir: self.swarm_dir.certs_dir(),
+            keystore: keystore.clone(),
+            link: link.clone(),
+            transport,
+            server_cert,
+            on_client_tls: Box::new(move |tls| {
+                if let Some(d) = weak.upgrade() {
+                    if let Ok(mut c) = d.current.write() {
+                        if let Some(c) = c.as_mut() {
+                            c.client_tls = tls.clone();
+                        }
+                    }
+                    if let Ok(mut a) = d.active.try_lock() {
+                        if let Some(a) = a.as_mut() {
+                            a.client_tls = tls;
+                        }
+                    }
+                }
+            }),
+        };
+        handles.push(tokio::spawn(renewer.run(creds, rx.clone())));
         if let Ok(mut c) = self.current.write() {
             *c = Some(Current {
                 identity: identity.clone(),
@@ -843,6 +926,7 @@ impl Daemon {
             raft,
             raft_service,
             client_tls,
+            keystore,
             shutdown: tx,
             handles,
         });

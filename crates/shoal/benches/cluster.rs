@@ -14,7 +14,10 @@
 //!    acknowledged by a survivor (polled every 20 ms on both survivors, 10,000 tasks in the
 //!    store).
 //!
-//! `cargo bench -p shoal --bench cluster`. Every wait is bounded; every daemon and task process
+//! `cargo bench -p shoal --bench cluster`. `SHOAL_BENCH_NET=N` puts the daemons on 127.0.N.2-7
+//! (default 77) so several runs can share a host; `SHOAL_BENCH_ONLY=resched,throughput,failover`
+//! (any subset) measures only those figures (memory comes with throughput; failover without
+//! throughput runs on an empty store). Every wait is bounded; every daemon and task process
 //! started is stopped when the bench ends, also on panic (`TestDaemon`'s Drop, `Frozen`'s Drop).
 
 #[path = "../tests/common/mod.rs"]
@@ -163,20 +166,21 @@ fn main() {
         return;
     };
     let t0 = Instant::now();
+    let net: u8 = std::env::var("SHOAL_BENCH_NET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(77);
+    let only = std::env::var("SHOAL_BENCH_ONLY").unwrap_or_default();
+    let wanted = |figure: &str| only.is_empty() || only.split(',').any(|f| f.trim() == figure);
     println!(
-        "cluster bench: 3 managers + 3 workers on 127.0.77.2-7, binary {}",
+        "cluster bench: 3 managers + 3 workers on 127.0.{net}.2-7, binary {}",
         env!("CARGO_BIN_EXE_shoal")
     );
+    let ip = |last: u8| format!("127.0.{net}.{last}");
 
     // --- the swarm ---------------------------------------------------------------------
-    let mut ms: Vec<TestDaemon> = ["127.0.77.2", "127.0.77.3", "127.0.77.4"]
-        .iter()
-        .map(|ip| TestDaemon::start_at(ip))
-        .collect();
-    let mut ws: Vec<TestDaemon> = ["127.0.77.5", "127.0.77.6", "127.0.77.7"]
-        .iter()
-        .map(|ip| TestDaemon::start_at(ip))
-        .collect();
+    let mut ms: Vec<TestDaemon> = (2..=4).map(|l| TestDaemon::start_at(&ip(l))).collect();
+    let mut ws: Vec<TestDaemon> = (5..=7).map(|l| TestDaemon::start_at(&ip(l))).collect();
     ms[0]
         .docker(&["swarm", "init", "--advertise-addr", ms[0].ip()])
         .ok();
@@ -216,171 +220,186 @@ fn main() {
     });
     println!("swarm formed in {:.1?}", t0.elapsed());
 
-    // --- 1. rescheduling ------------------------------------------------------------------
-    ms[0]
-        .docker(&["swarm", "update", "--dispatcher-heartbeat", "1s"])
-        .ok();
     let w0 = node_id(&ws[0]);
     let w1 = node_id(&ws[1]);
     let w2 = node_id(&ws[2]);
-    let not_w2 = vec![format!("node.id!={w2}"), "node.role==worker".to_string()];
-    create_service(
-        &ms[0],
-        &service_spec("resched", RESCHED_REPLICAS, &["sleep", "7701"], &not_w2),
-    );
-    let running_on = |d: &TestDaemon| -> Vec<String> {
-        all_tasks(
-            d,
-            &json!({"service": ["resched"], "desired-state": ["running"]}),
-        )
-        .into_iter()
-        .filter(|t| t["Status"]["State"] == "running")
-        .filter_map(|t| t["NodeID"].as_str().map(str::to_string))
-        .collect()
-    };
-    wait_for("resched tasks running on both workers", LONG, || {
-        let on = running_on(&ms[0]);
-        if on.len() == RESCHED_REPLICAS && on.contains(&w0) && on.contains(&w1) {
-            Ok(())
-        } else {
-            Err(format!("{on:?}"))
+
+    // --- 1. rescheduling ------------------------------------------------------------------
+    if wanted("resched") {
+        ms[0]
+            .docker(&["swarm", "update", "--dispatcher-heartbeat", "1s"])
+            .ok();
+        let not_w2 = vec![format!("node.id!={w2}"), "node.role==worker".to_string()];
+        create_service(
+            &ms[0],
+            &service_spec("resched", RESCHED_REPLICAS, &["sleep", "7701"], &not_w2),
+        );
+        let running_on = |d: &TestDaemon| -> Vec<String> {
+            all_tasks(
+                d,
+                &json!({"service": ["resched"], "desired-state": ["running"]}),
+            )
+            .into_iter()
+            .filter(|t| t["Status"]["State"] == "running")
+            .filter_map(|t| t["NodeID"].as_str().map(str::to_string))
+            .collect()
+        };
+        wait_for("resched tasks running on both workers", LONG, || {
+            let on = running_on(&ms[0]);
+            if on.len() == RESCHED_REPLICAS && on.contains(&w0) && on.contains(&w1) {
+                Ok(())
+            } else {
+                Err(format!("{on:?}"))
+            }
+        });
+        // Let every node pick up the 1 s period before the kill.
+        std::thread::sleep(Duration::from_secs(2));
+        ws[0].kill9();
+        let resched = time_until(LONG, Duration::from_millis(20), || {
+            let on = running_on(&ms[0]);
+            on.len() == RESCHED_REPLICAS && on.iter().all(|n| *n == w1)
+        });
+        match resched {
+            Some(t) => line(
+                "rescheduling: worker kill -9 -> tasks running elsewhere",
+                format!("{:.2} s", t.as_secs_f64()),
+                "heartbeat timeout + < 1 s; heartbeat 1 s",
+            ),
+            None => line("rescheduling", format!("> {LONG:?}"), "heartbeat + < 1 s"),
         }
-    });
-    // Let every node pick up the 1 s period before the kill.
-    std::thread::sleep(Duration::from_secs(2));
-    ws[0].kill9();
-    let resched = time_until(LONG, Duration::from_millis(20), || {
-        let on = running_on(&ms[0]);
-        on.len() == RESCHED_REPLICAS && on.iter().all(|n| *n == w1)
-    });
-    match resched {
-        Some(t) => line(
-            "rescheduling: worker kill -9 -> tasks running elsewhere",
-            format!("{:.2} s", t.as_secs_f64()),
-            "heartbeat timeout + < 1 s; heartbeat 1 s",
-        ),
-        None => line("rescheduling", format!("> {LONG:?}"), "heartbeat + < 1 s"),
+        let (code, body) = ms[0].api("DELETE", "/services/resched", None);
+        assert!(code < 300, "service rm: {body}");
     }
-    let (code, body) = ms[0].api("DELETE", "/services/resched", None);
-    assert!(code < 300, "service rm: {body}");
 
     // --- 2/3. throughput and memory ------------------------------------------------------
-    ms[0]
-        .docker(&["swarm", "update", "--dispatcher-heartbeat", "60s"])
-        .ok();
-    // The frozen worker must have learnt the 60 s period first: heartbeats come every 1 s.
-    std::thread::sleep(Duration::from_secs(3));
-    let frozen = Frozen(ws[2].pid().expect("worker pid"));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(frozen.0),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .expect("SIGSTOP");
-    let refs: Vec<&TestDaemon> = ms.iter().collect();
-    let li = wait_for("a leader", LONG, || leader_index(&ms[0], &refs));
-    let leader_pid = ms[li].pid().expect("leader pid");
-    let rss_before = vm_rss_kib(leader_pid);
-    let only_w2 = vec![format!("node.id=={w2}")];
-    let start = Instant::now();
-    for i in 0..SERVICES {
-        create_service(
-            &ms[li],
-            &service_spec(&format!("tp-{i}"), REPLICAS, &["sleep", "100000"], &only_w2),
-        );
-    }
-    let created = start.elapsed();
-    let assigned_filter = json!({"node": [w2.clone()]});
-    let mut last = 0;
-    let assigned = time_until(LONG, Duration::from_millis(100), || {
-        last = all_tasks(&ms[li], &assigned_filter)
-            .iter()
-            .filter(|t| t["Status"]["State"] == "assigned")
-            .count();
-        last >= TASKS
-    });
-    match assigned {
-        Some(t) => {
-            println!(
+    let mut frozen = None;
+    if wanted("throughput") {
+        ms[0]
+            .docker(&["swarm", "update", "--dispatcher-heartbeat", "60s"])
+            .ok();
+        // The frozen worker must have learnt the 60 s period first: heartbeats come every 1 s.
+        std::thread::sleep(Duration::from_secs(3));
+        let stopped = Frozen(ws[2].pid().expect("worker pid"));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(stopped.0),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .expect("SIGSTOP");
+        frozen = Some(stopped);
+        let refs: Vec<&TestDaemon> = ms.iter().collect();
+        let li = wait_for("a leader", LONG, || leader_index(&ms[0], &refs));
+        drop(refs);
+        let leader_pid = ms[li].pid().expect("leader pid");
+        let rss_before = vm_rss_kib(leader_pid);
+        let only_w2 = vec![format!("node.id=={w2}")];
+        let start = Instant::now();
+        for i in 0..SERVICES {
+            create_service(
+                &ms[li],
+                &service_spec(&format!("tp-{i}"), REPLICAS, &["sleep", "100000"], &only_w2),
+            );
+        }
+        let created = start.elapsed();
+        let assigned_filter = json!({"node": [w2.clone()]});
+        let mut last = 0;
+        let assigned = time_until(LONG, Duration::from_millis(100), || {
+            last = all_tasks(&ms[li], &assigned_filter)
+                .iter()
+                .filter(|t| t["Status"]["State"] == "assigned")
+                .count();
+            last >= TASKS
+        });
+        match assigned {
+            Some(t) => {
+                println!(
                 "  ({SERVICES} service creates acknowledged in {:.2} s; all {TASKS} tasks assigned after {:.2} s)",
                 created.as_secs_f64(),
                 t.as_secs_f64()
             );
-            line(
-                "throughput: tasks created + assigned, 3 managers",
-                format!("{:.0} tasks/s", TASKS as f64 / t.as_secs_f64()),
-                "20,000 tasks/s; Docker ~2,200",
-            );
+                line(
+                    "throughput: tasks created + assigned, 3 managers",
+                    format!("{:.0} tasks/s", TASKS as f64 / t.as_secs_f64()),
+                    "20,000 tasks/s; Docker ~2,200",
+                );
+            }
+            None => line(
+                "throughput",
+                format!("{last}/{TASKS} in {LONG:?}"),
+                "20,000 tasks/s",
+            ),
         }
-        None => line(
-            "throughput",
-            format!("{last}/{TASKS} in {LONG:?}"),
-            "20,000 tasks/s",
-        ),
+        std::thread::sleep(Duration::from_secs(2));
+        let rss_after = vm_rss_kib(leader_pid);
+        println!(
+            "  (leader VmRSS {:.1} MB before, {:.1} MB after {TASKS} tasks)",
+            rss_before as f64 / 1024.0,
+            rss_after as f64 / 1024.0
+        );
+        line(
+            "leader memory per 1,000 tasks (VmRSS delta)",
+            format!(
+                "{:.2} MB",
+                (rss_after as f64 - rss_before as f64) / 1024.0 / (TASKS as f64 / 1000.0)
+            ),
+            "< 5 MB; Docker 22-31 MB",
+        );
     }
-    std::thread::sleep(Duration::from_secs(2));
-    let rss_after = vm_rss_kib(leader_pid);
-    println!(
-        "  (leader VmRSS {:.1} MB before, {:.1} MB after {TASKS} tasks)",
-        rss_before as f64 / 1024.0,
-        rss_after as f64 / 1024.0
-    );
-    line(
-        "leader memory per 1,000 tasks (VmRSS delta)",
-        format!(
-            "{:.2} MB",
-            (rss_after as f64 - rss_before as f64) / 1024.0 / (TASKS as f64 / 1000.0)
-        ),
-        "< 5 MB; Docker 22-31 MB",
-    );
 
     // --- 4. failover -------------------------------------------------------------------------
-    let survivors: Vec<PathBuf> = (0..3)
-        .filter(|&i| i != li)
-        .map(|i| ms[i].socket())
-        .collect();
-    ms[li].kill9();
-    let killed = Instant::now();
-    let (tx, rx) = mpsc::channel();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pollers: Vec<_> = survivors
-        .into_iter()
-        .enumerate()
-        .map(|(k, sock)| {
-            let tx = tx.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && killed.elapsed() < LONG {
-                    n += 1;
-                    let spec = service_spec(&format!("fo-{k}-{n}"), 0, &["sleep", "1"], &[]);
-                    if let Ok(201) = quick_http(
-                        &sock,
-                        "POST",
-                        "/services/create",
-                        &spec,
-                        Duration::from_secs(2),
-                    ) {
-                        let _ = tx.send(killed.elapsed());
-                        return;
+    if wanted("failover") {
+        let refs: Vec<&TestDaemon> = ms.iter().collect();
+        let li = wait_for("a leader", LONG, || leader_index(&ms[0], &refs));
+        drop(refs);
+        let survivors: Vec<PathBuf> = (0..3)
+            .filter(|&i| i != li)
+            .map(|i| ms[i].socket())
+            .collect();
+        ms[li].kill9();
+        let killed = Instant::now();
+        let (tx, rx) = mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pollers: Vec<_> = survivors
+            .into_iter()
+            .enumerate()
+            .map(|(k, sock)| {
+                let tx = tx.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && killed.elapsed() < LONG
+                    {
+                        n += 1;
+                        let spec = service_spec(&format!("fo-{k}-{n}"), 0, &["sleep", "1"], &[]);
+                        if let Ok(201) = quick_http(
+                            &sock,
+                            "POST",
+                            "/services/create",
+                            &spec,
+                            Duration::from_secs(2),
+                        ) {
+                            let _ = tx.send(killed.elapsed());
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
                     }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                })
             })
-        })
-        .collect();
-    drop(tx);
-    let first = rx.recv().ok();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for p in pollers {
-        let _ = p.join();
-    }
-    match first {
-        Some(t) => line(
-            "failover: leader kill -9 -> next acknowledged write",
-            format!("{:.2} s", t.as_secs_f64()),
-            "< 2 s",
-        ),
-        None => line("failover", format!("> {LONG:?}"), "< 2 s"),
+            .collect();
+        drop(tx);
+        let first = rx.recv().ok();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for p in pollers {
+            let _ = p.join();
+        }
+        match first {
+            Some(t) => line(
+                "failover: leader kill -9 -> next acknowledged write",
+                format!("{:.2} s", t.as_secs_f64()),
+                "< 2 s",
+            ),
+            None => line("failover", format!("> {LONG:?}"), "< 2 s"),
+        }
     }
 
     drop(frozen);

@@ -49,6 +49,11 @@ pub struct Cluster {
     /// IDs of nodes removed from the swarm (`node rm`): their certificates are refused.
     #[serde(default)]
     pub removed_nodes: Vec<String>,
+    /// Under autolock, the swarm's unlock key (`SWMKEY-1-...`) that wraps every manager's key
+    /// material; empty otherwise. Cluster state, so one key opens every manager; like the CA
+    /// key it never leaves the managers through the API.
+    #[serde(default)]
+    pub unlock_key: String,
     #[serde(default)]
     pub default_addr_pool: Vec<String>,
     #[serde(default)]

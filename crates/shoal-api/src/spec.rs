@@ -248,6 +248,25 @@ pub fn platforms(task: &engine::TaskSpec) -> &[engine::Platform] {
         .unwrap_or(&[])
 }
 
+/// Whether a published port goes through the routing mesh (`ingress`, Docker's default) rather
+/// than only the node running the task (`host`).
+pub fn port_is_ingress(p: &engine::EndpointPortConfig) -> bool {
+    !matches!(
+        p.publish_mode,
+        Some(engine::EndpointPortConfigPublishModeEnum::HOST)
+    )
+}
+
+/// A port's protocol as Docker names it (`tcp` when unset).
+pub fn port_protocol(p: &engine::EndpointPortConfig) -> &'static str {
+    use engine::EndpointPortConfigProtocolEnum as P;
+    match p.protocol {
+        Some(P::UDP) => "udp",
+        Some(P::SCTP) => "sctp",
+        _ => "tcp",
+    }
+}
+
 /// The runtime named by the service (label `shoal.runtime` on the service or the container spec).
 pub fn runtime_name(spec: &engine::ServiceSpec) -> Option<String> {
     let from = |l: Option<&HashMap<String, String>>| l.and_then(|l| l.get(RUNTIME_LABEL)).cloned();

@@ -502,8 +502,24 @@ async fn node_inspect(State(st): State<AppState>, Path(id): Path<String>) -> Api
 
 async fn node_remove(State(st): State<AppState>, Path(id): Path<String>, p: Params) -> ApiResult {
     let (_, control) = manager(&st)?;
-    control.remove_node(&id, p.flag("force")).await?;
+    control
+        .remove_node(&id, p.flag("force"))
+        .await
+        .map_err(swarmkit_refusal)?;
     Ok(ok_empty())
+}
+
+/// Docker passes swarmkit's refusals of node updates and removals through as gRPC prints
+/// them (`rpc error: code = FailedPrecondition desc = attempting to demote the last manager
+/// of the swarm`).
+fn swarmkit_refusal(e: shoal_manager::control::ControlError) -> ApiError {
+    use shoal_manager::control::ControlError;
+    match e {
+        ControlError::FailedPrecondition(m) => {
+            ApiError::BadRequest(format!("rpc error: code = FailedPrecondition desc = {m}"))
+        }
+        other => other.into(),
+    }
 }
 
 async fn node_update(
@@ -516,7 +532,10 @@ async fn node_update(
     let spec: engine::NodeSpec = read_json(&headers, &body)?;
     let version = p.version("node")?;
     let (_, control) = manager(&st)?;
-    control.update_node(&id, version, spec).await?;
+    control
+        .update_node(&id, version, spec)
+        .await
+        .map_err(swarmkit_refusal)?;
     Ok(ok_empty())
 }
 
@@ -590,8 +609,14 @@ async fn service_list(
             .map(|s| {
                 let mut view = convert::service(s, false);
                 if status {
-                    view.service.service_status =
-                        Some(convert::service_status(s, state.tasks_of_service(&s.id)));
+                    // As Docker: only tasks on nodes that are not down count.
+                    let tasks = state.tasks_of_service(&s.id).filter(|t| {
+                        t.node_id
+                            .as_ref()
+                            .and_then(|n| state.nodes.get(n))
+                            .is_some_and(|n| n.status.state != shoal_api::NodeState::Down)
+                    });
+                    view.service.service_status = Some(convert::service_status(s, tasks));
                 }
                 service_json(&view)
             })

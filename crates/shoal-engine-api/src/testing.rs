@@ -155,6 +155,7 @@ impl SwarmBackend for MockBackend {
             root_ca_cert: String::new(),
             root_ca_key: String::new(),
             removed_nodes: Vec::new(),
+            unlock_key: String::new(),
             default_addr_pool: req
                 .default_addr_pool
                 .clone()

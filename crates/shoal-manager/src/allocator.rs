@@ -18,7 +18,8 @@ use shoal_store::StoreState;
 
 /// Label: the task may not be scheduled before this RFC 3339 time (a restart delay).
 pub const START_AFTER_LABEL: &str = "shoal.start-after";
-/// Label: the task may not be scheduled before the task with this ID stopped.
+/// Label: the task may not be scheduled before the tasks with these IDs (comma-separated)
+/// stopped.
 pub const WAIT_FOR_LABEL: &str = "shoal.wait-for";
 /// Status message of a task the allocator released to the scheduler (swarmkit's).
 pub const PENDING_MESSAGE: &str = "pending task scheduling";
@@ -44,7 +45,13 @@ pub fn hold(state: &StoreState, t: &Task, now: DateTime<Utc>) -> Option<Hold> {
             return Some(Hold::Until(at));
         }
     }
-    if let Some(old_id) = t.labels.get(WAIT_FOR_LABEL) {
+    // Comma-separated: a replacement waits for every task of its slot still on a node.
+    for old_id in t
+        .labels
+        .get(WAIT_FOR_LABEL)
+        .into_iter()
+        .flat_map(|v| v.split(','))
+    {
         if let Some(old) = state.tasks.get(old_id) {
             let node_alive = old
                 .node_id
@@ -52,7 +59,7 @@ pub fn hold(state: &StoreState, t: &Task, now: DateTime<Utc>) -> Option<Hold> {
                 .and_then(|n| state.nodes.get(n))
                 .is_some_and(|n| n.status.state != NodeState::Down);
             if old.status.state.is_active_on_node() && node_alive {
-                return Some(Hold::WaitFor(old_id.clone()));
+                return Some(Hold::WaitFor(old_id.to_string()));
             }
         }
     }
@@ -64,6 +71,23 @@ pub fn hold(state: &StoreState, t: &Task, now: DateTime<Utc>) -> Option<Hold> {
 /// task new with the reason. Nothing to allocate yet.
 pub fn allocate(_state: &StoreState, _t: &Task) -> Result<(), String> {
     Ok(())
+}
+
+/// Releases a task the orchestrator is about to create, in memory: when no gate holds it
+/// and the allocation hook accepts it, it becomes `pending` exactly as [`plan`] would make it
+/// in a later transaction. Returns whether it was released (a held task stays `new`, for
+/// [`plan`] to release when its gate opens).
+pub fn release_created(state: &StoreState, t: &mut Task, now: DateTime<Utc>) -> bool {
+    if t.status.state != TaskState::New || !wants_to_run(t.desired_state) {
+        return false;
+    }
+    if hold(state, t, now).is_some() || allocate(state, t).is_err() {
+        return false;
+    }
+    t.status.state = TaskState::Pending;
+    t.status.message = PENDING_MESSAGE.into();
+    t.status.timestamp = now;
+    true
 }
 
 /// Plans the release of new tasks.

@@ -15,6 +15,7 @@
 //! endpoint spec), so scaling or relabelling a service does not restart its tasks.
 
 use chrono::Utc;
+use shoal_api::spec::{port_is_ingress as is_ingress, port_protocol as protocol};
 use shoal_api::{
     engine, new_id, Node, NodeRole, NodeState, Object, ObjectKind, Reachability, Service, Task,
     TaskState, TaskStatus,
@@ -60,6 +61,8 @@ impl From<StoreError> for ControlError {
             StoreError::OutOfSequence => ControlError::OutOfSequence,
             StoreError::Unavailable(m) => ControlError::Unavailable(m),
             StoreError::Codec(_) => ControlError::Internal(e.to_string()),
+            StoreError::Conflict(m) => ControlError::Conflict(m),
+            StoreError::Invalid(m) => ControlError::InvalidArgument(m),
         }
     }
 }
@@ -815,22 +818,6 @@ fn validate_update(
     Ok(())
 }
 
-fn is_ingress(p: &engine::EndpointPortConfig) -> bool {
-    !matches!(
-        p.publish_mode,
-        Some(engine::EndpointPortConfigPublishModeEnum::HOST)
-    )
-}
-
-fn protocol(p: &engine::EndpointPortConfig) -> &'static str {
-    use engine::EndpointPortConfigProtocolEnum as P;
-    match p.protocol {
-        Some(P::UDP) => "udp",
-        Some(P::SCTP) => "sctp",
-        _ => "tcp",
-    }
-}
-
 fn validate_endpoint(ep: Option<&engine::EndpointSpec>) -> Result<()> {
     let Some(ep) = ep else {
         return Ok(());
@@ -1126,6 +1113,7 @@ mod tests {
                     root_ca_cert: String::new(),
                     root_ca_key: String::new(),
                     removed_nodes: Vec::new(),
+                    unlock_key: String::new(),
                     default_addr_pool: vec!["10.0.0.0/8".into()],
                     subnet_size: 24,
                     data_path_port: 4789,

@@ -9,19 +9,49 @@
 //!
 //! In a one-process swarm the agent calls these methods directly; across machines the same
 //! methods sit behind the node-to-node RPC.
+//!
+//! When a node is down: [`MISSED_HEARTBEATS`] periods after it was last heard from, where the
+//! period is the one it was last told (a period shortened by `swarm update` reaches a node with
+//! the answer to its next heartbeat, which comes at the old period). Swarmkit's rule too: grace
+//! = 3 x (period + a random epsilon under 0.5 s), on a timer per node. Here the expiry loop
+//! sleeps until the earliest deadline of all sessions, so a node is marked down at its
+//! deadline, not up to a polling interval later.
 
 use chrono::Utc;
 use futures::stream::BoxStream;
 use shoal_api::dispatch::{Assignment, AssignmentSet, StatusUpdate};
-use shoal_api::{engine, NodeState, Object};
-use shoal_store::{Store, StoreError};
+use shoal_api::{engine, NodeState, Object, Task, TaskState};
+use shoal_store::{Store, StoreError, StoreState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 
 /// Missed heartbeat periods after which a node is declared down.
 pub const MISSED_HEARTBEATS: u32 = 3;
+
+/// When a session last heard from at `seen`, and told to heartbeat every `told`, expires.
+pub fn expires_at(seen: Instant, told: Duration) -> Instant {
+    seen + told * MISSED_HEARTBEATS
+}
+
+/// The sessions expired at `now`, and the earliest deadline of those that are not.
+fn expiry<'a>(
+    sessions: impl IntoIterator<Item = (&'a String, &'a (Instant, Duration))>,
+    now: Instant,
+) -> (Vec<String>, Option<Instant>) {
+    let mut expired = Vec::new();
+    let mut next: Option<Instant> = None;
+    for (id, (seen, told)) in sessions {
+        let at = expires_at(*seen, *told);
+        if at <= now {
+            expired.push(id.clone());
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    (expired, next)
+}
 
 /// Errors a dispatcher call can return to an agent.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +69,8 @@ pub struct Dispatcher {
     /// then (so a period shortened by `swarm update` does not expire nodes that have not
     /// heard of it yet).
     sessions: Mutex<HashMap<String, (Instant, Duration)>>,
+    /// Poked when a session's deadline moves earlier (see [`Dispatcher::run`]).
+    earlier: Notify,
 }
 
 impl Dispatcher {
@@ -46,6 +78,7 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             store,
             sessions: Mutex::new(HashMap::new()),
+            earlier: Notify::new(),
         })
     }
 
@@ -74,6 +107,9 @@ impl Dispatcher {
         let period = self.heartbeat_period();
         if let Ok(mut s) = self.sessions.lock() {
             if let Some(e) = s.get_mut(node_id) {
+                if period < e.1 {
+                    self.earlier.notify_one();
+                }
                 e.1 = period;
             }
         }
@@ -137,33 +173,41 @@ impl Dispatcher {
 
     /// The current set of tasks assigned to `node_id`.
     pub fn assignment_set(&self, node_id: &str) -> AssignmentSet {
+        self.store.view(|s| build_set(s, node_id))
+    }
+
+    /// The set of `node_id` if its fingerprint differs from `last`, with that fingerprint.
+    /// Compares before it copies anything, so a change that leaves the set as it was costs a
+    /// scan of the node's tasks, not a copy of them.
+    fn changed_set(
+        &self,
+        node_id: &str,
+        last: Option<&Fingerprint>,
+    ) -> Option<(AssignmentSet, Fingerprint)> {
         self.store.view(|s| {
-            let mut tasks: Vec<Assignment> = s
-                .tasks_on_node(node_id)
-                .filter(|t| t.status.state >= shoal_api::TaskState::Assigned)
-                .map(|t| {
-                    let svc = s.services.get(&t.service_id);
-                    Assignment {
-                        registry_auth: svc.and_then(|svc| svc.registry_auth.clone()),
-                        runtime: svc.and_then(|svc| shoal_api::spec::runtime_name(&svc.spec)),
-                        task: t.clone(),
-                    }
-                })
-                .collect();
-            tasks.sort_by(|a, b| a.task.id.cmp(&b.task.id));
-            AssignmentSet { tasks }
+            let fp = fingerprint(s, node_id);
+            if last == Some(&fp) {
+                return None;
+            }
+            Some((build_set(s, node_id), fp))
         })
     }
 
     /// A stream of assignment sets for `node_id`: the current one first, then a new one each
     /// time it changes.
+    ///
+    /// Between sets the stream keeps only a fingerprint of the last one sent (task IDs and
+    /// versions). It computes a set only when it is polled, i.e. when the previous one has
+    /// been taken: a stream whose agent does not read (a frozen node) holds no more than the
+    /// set being sent, however many changes pile up meanwhile.
     pub fn assignments(self: &Arc<Self>, node_id: &str) -> BoxStream<'static, AssignmentSet> {
         struct St {
             me: Arc<Dispatcher>,
             node: String,
             rx: broadcast::Receiver<Arc<shoal_store::Event>>,
-            pending: Option<AssignmentSet>,
-            last: Option<AssignmentSet>,
+            /// Something changed that may concern the node since the last comparison.
+            dirty: bool,
+            last: Option<Fingerprint>,
         }
         // Subscribe before reading so no change between the two is missed.
         let rx = self.store.subscribe();
@@ -171,14 +215,14 @@ impl Dispatcher {
             me: Arc::clone(self),
             node: node_id.to_string(),
             rx,
-            pending: Some(self.assignment_set(node_id)),
+            dirty: true,
             last: None,
         };
         Box::pin(futures::stream::unfold(st, |mut st| async move {
             loop {
-                if let Some(set) = st.pending.take() {
-                    if st.last.as_ref() != Some(&set) {
-                        st.last = Some(set.clone());
+                if std::mem::take(&mut st.dirty) {
+                    if let Some((set, fp)) = st.me.changed_set(&st.node, st.last.as_ref()) {
+                        st.last = Some(fp);
                         return Some((set, st));
                     }
                 }
@@ -196,9 +240,7 @@ impl Dispatcher {
                         Err(_) => break,
                     }
                 }
-                if relevant {
-                    st.pending = Some(st.me.assignment_set(&st.node));
-                }
+                st.dirty = relevant;
             }
         }))
     }
@@ -251,23 +293,25 @@ impl Dispatcher {
             }
         }
         loop {
-            let period = self.heartbeat_period();
-            tokio::select! {
-                _ = tokio::time::sleep(period / 2) => {}
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-            let expired: Vec<String> = match self.sessions.lock() {
-                Ok(s) => s
-                    .iter()
-                    .filter(|(_, (t, told))| t.elapsed() > *told * MISSED_HEARTBEATS)
-                    .map(|(id, _)| id.clone())
-                    .collect(),
-                Err(_) => Vec::new(),
+            let (expired, next) = match self.sessions.lock() {
+                Ok(s) => expiry(s.iter(), Instant::now()),
+                Err(_) => (Vec::new(), None),
             };
             if expired.is_empty() {
+                // Until the earliest deadline, at least once a period. A contact moves its
+                // node's deadline later; one moved earlier (a node told a shorter period)
+                // wakes this loop through `earlier`; a new session's is the furthest away.
+                let period = self.heartbeat_period();
+                let until =
+                    next.map_or(Instant::now() + period, |n| n.min(Instant::now() + period));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = self.earlier.notified() => {}
+                    _ = shutdown.changed() => return,
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
                 continue;
             }
             let res = self
@@ -298,6 +342,52 @@ impl Dispatcher {
     }
 }
 
+/// What an assignment set is made of, without copying it: per task (sorted by ID) its ID, its
+/// version (every write of a task changes it) and a hash of what the set takes from its
+/// service (registry credentials, runtime).
+type Fingerprint = Vec<(String, u64, u64)>;
+
+fn on_node<'a>(s: &'a StoreState, node_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+    s.tasks_on_node(node_id)
+        .filter(|t| t.status.state >= TaskState::Assigned)
+}
+
+fn from_service(s: &StoreState, t: &Task) -> (Option<String>, Option<String>) {
+    let svc = s.services.get(&t.service_id);
+    (
+        svc.and_then(|svc| svc.registry_auth.clone()),
+        svc.and_then(|svc| shoal_api::spec::runtime_name(&svc.spec)),
+    )
+}
+
+fn build_set(s: &StoreState, node_id: &str) -> AssignmentSet {
+    let mut tasks: Vec<Assignment> = on_node(s, node_id)
+        .map(|t| {
+            let (registry_auth, runtime) = from_service(s, t);
+            Assignment {
+                registry_auth,
+                runtime,
+                task: t.clone(),
+            }
+        })
+        .collect();
+    tasks.sort_by(|a, b| a.task.id.cmp(&b.task.id));
+    AssignmentSet { tasks }
+}
+
+fn fingerprint(s: &StoreState, node_id: &str) -> Fingerprint {
+    use std::hash::{Hash, Hasher};
+    let mut fp: Fingerprint = on_node(s, node_id)
+        .map(|t| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            from_service(s, t).hash(&mut h);
+            (t.id.clone(), t.meta.version, h.finish())
+        })
+        .collect();
+    fp.sort_unstable();
+    fp
+}
+
 /// Whether a store event may change `node`'s assignment set.
 fn concerns(ev: &shoal_store::Event, node: &str) -> bool {
     let on = |o: &Object| match o {
@@ -306,4 +396,132 @@ fn concerns(ev: &shoal_store::Event, node: &str) -> bool {
         _ => false,
     };
     on(&ev.object) || ev.old.as_ref().is_some_and(on)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(v: &[(&str, Instant, Duration)]) -> HashMap<String, (Instant, Duration)> {
+        v.iter()
+            .map(|(id, seen, told)| (id.to_string(), (*seen, *told)))
+            .collect()
+    }
+
+    #[test]
+    fn a_node_is_down_after_three_periods_of_the_one_it_was_told() {
+        let t0 = Instant::now();
+        let s = sessions(&[
+            ("fast", t0, Duration::from_secs(1)),
+            // Told 5 s at its last heartbeat: a shorter period since then does not reach it
+            // before its next heartbeat, 5 s later.
+            ("slow", t0, Duration::from_secs(5)),
+        ]);
+        let at = |d: u64| t0 + Duration::from_millis(d);
+        let (down, next) = expiry(s.iter(), at(2_999));
+        assert!(down.is_empty());
+        assert_eq!(
+            next,
+            Some(at(3_000)),
+            "the loop wakes at the first deadline"
+        );
+        let (down, next) = expiry(s.iter(), at(3_000));
+        assert_eq!(down, vec!["fast".to_string()]);
+        assert_eq!(next, Some(at(15_000)));
+        let (mut down, next) = expiry(s.iter(), at(15_000));
+        down.sort();
+        assert_eq!(down, vec!["fast".to_string(), "slow".to_string()]);
+        assert_eq!(next, None);
+    }
+
+    #[tokio::test]
+    async fn heartbeats_keep_a_node_and_a_shorter_period_applies_once_told() {
+        let store = Store::new();
+        let d = Dispatcher::new(store);
+        d.touch("n1");
+        let told = |d: &Dispatcher| d.sessions.lock().map(|s| s["n1"].1).ok();
+        assert_eq!(told(&d), Some(shoal_api::spec::DEFAULT_HEARTBEAT));
+        // The cluster's period drops to 1 s: until the node is told, the 5 s one holds.
+        let mut c: shoal_api::Cluster = serde_json::from_value(serde_json::json!({
+            "id": "c",
+            "meta": shoal_api::Meta::new_now(),
+            "spec": engine::SwarmSpec::default(),
+            "worker_join_token": "",
+            "manager_join_token": "",
+        }))
+        .expect("a cluster");
+        c.spec.dispatcher = Some(engine::SwarmSpecDispatcher {
+            heartbeat_period: Some(1_000_000_000),
+        });
+        d.store
+            .update(|tx| tx.create(Object::Cluster(c)))
+            .await
+            .expect("cluster");
+        d.touch("n1");
+        assert_eq!(told(&d), Some(shoal_api::spec::DEFAULT_HEARTBEAT));
+        d.told("n1");
+        assert_eq!(told(&d), Some(Duration::from_secs(1)));
+        // The expiry loop hears that a deadline moved earlier.
+        let woke = tokio::time::timeout(Duration::from_secs(1), d.earlier.notified()).await;
+        assert!(woke.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_set_is_sent_again_only_when_its_tasks_or_their_service_change() {
+        use crate::orchestrator::testutil as u;
+        let store = Store::new();
+        let web = u::replicated("web", 2);
+        let on_a = u::task(&web, 1, Some("a"), TaskState::Assigned);
+        let on_b = u::task(&web, 2, Some("b"), TaskState::Assigned);
+        let (a_id, b_id) = (on_a.id.clone(), on_b.id.clone());
+        store
+            .update(|tx| {
+                tx.create(Object::Node(u::node("a")))?;
+                tx.create(Object::Node(u::node("b")))?;
+                tx.create(Object::Service(web))?;
+                tx.create(Object::Task(on_a))?;
+                tx.create(Object::Task(on_b))
+            })
+            .await
+            .expect("setup");
+        let d = Dispatcher::new(store.clone());
+        let (set, fp) = d.changed_set("a", None).expect("a first set");
+        assert_eq!(set, d.assignment_set("a"));
+        assert_eq!(set.tasks.len(), 1);
+        assert_eq!(set.tasks[0].task.id, a_id);
+        assert!(d.changed_set("a", Some(&fp)).is_none(), "nothing changed");
+        let bump = |id: String| {
+            let store = store.clone();
+            async move {
+                store
+                    .update(|tx| {
+                        let mut t = tx.get_task(&id).expect("task");
+                        t.status.state = TaskState::Running;
+                        tx.update(Object::Task(t))
+                    })
+                    .await
+                    .expect("update")
+            }
+        };
+        bump(b_id).await;
+        assert!(
+            d.changed_set("a", Some(&fp)).is_none(),
+            "another node's task"
+        );
+        bump(a_id).await;
+        let (set, fp) = d.changed_set("a", Some(&fp)).expect("its task changed");
+        assert_eq!(set.tasks[0].task.status.state, TaskState::Running);
+        store
+            .update(|tx| {
+                let mut s = tx.get_service("web").expect("service");
+                s.registry_auth = Some("token".into());
+                tx.update(Object::Service(s))
+            })
+            .await
+            .expect("service update");
+        let (set, _) = d
+            .changed_set("a", Some(&fp))
+            .expect("its service's credentials");
+        assert_eq!(set.tasks[0].registry_auth.as_deref(), Some("token"));
+    }
 }

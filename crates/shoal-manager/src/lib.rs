@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod constraint;
 pub mod control;
 pub mod dispatcher;
+pub mod guard;
 pub mod manager;
 pub mod orchestrator;
 pub mod reaper;

@@ -6,10 +6,16 @@
 //!            │  │           monitor period)
 //!            │  │  ┌────── 1 s tick
 //!            ▼  ▼  ▼
+//!      guard.ready()      the store has every write to plan on (the Raft leader: read barrier,
+//!            │            then its own log applied; see `guard`); not ready ─► no pass now
+//!            ▼
 //!   ┌─────────────────┐   each step: plan = f(store snapshot, now), then apply the intents in
-//!   │   one pass      │   store transactions (≤ 500 intents each) that re-read every object
+//!   │   one pass      │   store transactions (≤ 1,000 intents each) that re-read every object
 //!   │                 │
-//!   │  orchestrators  │   replicated · global · jobs · restart supervisor · rolling update
+//!   │  orchestrators  │   replicated · global · jobs · restart supervisor · rolling update;
+//!   │                 │   the tasks they create go through the allocator's gates and the
+//!   │                 │   scheduler before they are written: created `assigned` (or `pending`
+//!   │                 │   with the reason no node fits, or `new` while a gate holds them)
 //!   │  allocator      │   new → pending (start gates, allocation hook)
 //!   │  scheduler      │   pending → assigned + node, or Status.Err "no suitable node (...)"
 //!   │  reaper         │   history limit, removed tasks, tasks of deleted services
@@ -19,13 +25,16 @@
 //!   shutdown (watch channel turns true, or its sender is dropped) ──► return
 //! ```
 //!
-//! The orchestrators run before the allocator and the scheduler so a new task gets placed in
-//! the same pass that created it. Run this only on the leader: the passes write.
+//! The orchestrators run before the allocator and the scheduler so a task held at creation
+//! (or created while no node fitted) is still placed in the same pass. Run this only on the
+//! leader: the passes write.
 
+use crate::guard::{NoGuard, PassGuard};
 use crate::orchestrator::{self, Plan};
 use crate::{allocator, reaper, scheduler};
 use chrono::{DateTime, Utc};
 use shoal_store::{Store, StoreError, StoreState};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
@@ -33,8 +42,12 @@ use tokio::sync::{broadcast, watch};
 pub const DEBOUNCE: Duration = Duration::from_millis(25);
 /// Planning runs at least this often even without events.
 pub const TICK: Duration = Duration::from_secs(1);
-/// Intents per store transaction (keeps Raft entries small).
-pub const MAX_INTENTS_PER_TX: usize = 500;
+/// Intents per store transaction: bounds the size of a Raft entry (1,000 new tasks make
+/// ~1.8 MB of JSON, ~30 KB once the store compressed it). Larger transactions mean fewer
+/// round trips but larger transient buffers on the leader: in the cluster bench, 500 / 1,000
+/// / 2,000 gave ~15k / ~20k / ~24k tasks/s and ~7.5 / ~9 / ~10.7 MB of leader RSS per
+/// 1,000 tasks (docs/benchmarks.md).
+pub const MAX_INTENTS_PER_TX: usize = 1_000;
 
 /// Errors of a manager pass.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +58,8 @@ pub enum ManagerError {
         #[source]
         source: StoreError,
     },
+    #[error("not planning yet: {0}")]
+    NotReady(String),
 }
 
 /// What one pass did.
@@ -59,23 +74,47 @@ pub struct PassReport {
 /// Runs the manager-side control loops over a store.
 pub struct Manager {
     store: Store,
+    guard: Arc<dyn PassGuard>,
 }
 
 type Planner = fn(&StoreState, DateTime<Utc>) -> Plan;
 
 const STEPS: [(&str, Planner); 4] = [
-    ("orchestrator", orchestrator::plan),
+    ("orchestrator", orchestrate),
     ("allocator", allocator::plan),
     ("scheduler", scheduler::plan),
     ("reaper", reaper::plan),
 ];
 
+/// The orchestrators' plan, with the tasks it creates already carried through the allocator
+/// and the scheduler ([`scheduler::place_created`]): one write per new task instead of three.
+fn orchestrate(state: &StoreState, now: DateTime<Utc>) -> Plan {
+    let mut plan = orchestrator::plan(state, now);
+    scheduler::place_created(state, &mut plan, now);
+    plan
+}
+
 impl Manager {
+    /// A manager over a store of its own (no Raft): nothing to wait for before a pass.
     pub fn new(store: Store) -> Self {
-        Manager { store }
+        Self::with_guard(store, Arc::new(NoGuard))
+    }
+
+    /// A manager that awaits `guard` before every pass of [`Manager::run`] (and
+    /// [`Manager::guarded_pass`]): the Raft leader's [`crate::guard::OwnLogGuard`].
+    pub fn with_guard(store: Store, guard: Arc<dyn PassGuard>) -> Self {
+        Manager { store, guard }
+    }
+
+    /// Awaits the guard, then runs one pass as of `now`. A guard that is not ready fails the
+    /// pass with [`ManagerError::NotReady`] before anything is planned.
+    pub async fn guarded_pass(&self, now: DateTime<Utc>) -> Result<PassReport, ManagerError> {
+        self.guard.ready().await.map_err(ManagerError::NotReady)?;
+        self.pass(now).await
     }
 
     /// Runs one pass as of `now`: every step plans on a fresh snapshot and writes its plan.
+    /// The guard is not consulted (see [`Manager::guarded_pass`]).
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<PassReport, ManagerError> {
         let mut report = PassReport::default();
         for (step, planner) in STEPS {
@@ -87,14 +126,19 @@ impl Manager {
                 continue;
             }
             let mut writes = 0;
-            for chunk in plan.intents.chunks(MAX_INTENTS_PER_TX) {
+            let intents = plan.intents.len();
+            // Chunk by chunk, each freed once written (a plan can create thousands of tasks).
+            let mut rest = plan.intents;
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(MAX_INTENTS_PER_TX));
+                let chunk = std::mem::replace(&mut rest, tail);
                 writes += self
                     .store
-                    .update(|tx| Ok::<_, StoreError>(orchestrator::apply(tx, chunk)))
+                    .update(|tx| Ok::<_, StoreError>(orchestrator::apply_owned(tx, chunk)))
                     .await
                     .map_err(|source| ManagerError::Store { step, source })?;
             }
-            tracing::debug!(step, intents = plan.intents.len(), writes, "applied plan");
+            tracing::debug!(step, intents, writes, "applied plan");
             report.writes += writes;
         }
         Ok(report)
@@ -108,8 +152,12 @@ impl Manager {
             if *shutdown.borrow() {
                 break;
             }
-            let wake = match self.pass(Utc::now()).await {
+            let wake = match self.guarded_pass(Utc::now()).await {
                 Ok(r) => r.next_wakeup,
+                Err(e @ ManagerError::NotReady(_)) => {
+                    tracing::debug!(error = %e, "manager pass skipped; retrying");
+                    None
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "manager pass failed; retrying");
                     None
@@ -475,6 +523,7 @@ mod tests {
             root_ca_cert: String::new(),
             root_ca_key: String::new(),
             removed_nodes: Vec::new(),
+            unlock_key: String::new(),
             default_addr_pool: vec![],
             subnet_size: 24,
             data_path_port: 4789,
@@ -705,6 +754,120 @@ mod tests {
         })
         .await;
         h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_pass_writes_each_new_task_once_already_assigned() {
+        let store = Store::new();
+        for n in ["a", "b"] {
+            create(&store, Object::Node(node(n))).await;
+        }
+        create(&store, Object::Service(service("web", 4))).await;
+        let mut none_fits = service("mgr", 1);
+        if let Some(t) = none_fits.spec.task_template.as_mut() {
+            t.placement = Some(engine::TaskSpecPlacement {
+                constraints: Some(vec!["node.role==manager".into()]),
+                ..Default::default()
+            });
+        }
+        create(&store, Object::Service(none_fits)).await;
+        let m = Manager::new(store.clone());
+        let r = m.pass(Utc::now()).await.expect("pass");
+        assert_eq!(r.writes, 5, "one write per task");
+        let web = store.view(|s| s.tasks_of_service("web").cloned().collect::<Vec<_>>());
+        assert_eq!(web.len(), 4);
+        assert!(web.iter().all(|t| t.status.state == TaskState::Assigned
+            && t.status.message == scheduler::ASSIGNED_MESSAGE));
+        let counts: Vec<usize> = per_node(&web).into_values().collect();
+        assert_eq!(counts, vec![2, 2]);
+        let mgr = store.view(|s| s.tasks_of_service("mgr").cloned().collect::<Vec<_>>());
+        assert_eq!(mgr.len(), 1);
+        assert_eq!(mgr[0].status.state, TaskState::Pending);
+        assert_eq!(mgr[0].status.message, allocator::PENDING_MESSAGE);
+        assert_eq!(
+            mgr[0].status.err.as_deref(),
+            Some("no suitable node (scheduling constraints not satisfied on 2 nodes)")
+        );
+        // Converged: the next pass writes nothing.
+        assert_eq!(m.pass(Utc::now()).await.map(|r| r.writes).ok(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_task_created_assigned_to_a_node_deleted_since_is_not_written() {
+        let store = Store::new();
+        create(&store, Object::Node(node("a"))).await;
+        let s = service("web", 1);
+        create(&store, Object::Service(s.clone())).await;
+        let plan = store.view(|st| orchestrate(st, Utc::now()));
+        assert!(matches!(
+            plan.intents.as_slice(),
+            [orchestrator::Intent::CreateTask(t)] if t.status.state == TaskState::Assigned
+        ));
+        store
+            .update(|tx| tx.delete(ObjectKind::Node, "a"))
+            .await
+            .expect("delete node");
+        let writes = store
+            .update(|tx| Ok::<_, StoreError>(orchestrator::apply(tx, &plan.intents)))
+            .await
+            .expect("apply");
+        assert_eq!(writes, 0);
+        assert_eq!(store.view(|st| st.tasks.len()), 0);
+    }
+
+    /// A guard that counts its calls and is ready only when told.
+    #[derive(Default)]
+    struct Gate {
+        calls: std::sync::atomic::AtomicUsize,
+        open: std::sync::atomic::AtomicBool,
+    }
+
+    impl PassGuard for Gate {
+        fn ready(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+            use std::sync::atomic::Ordering;
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let open = self.open.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if open {
+                    Ok(())
+                } else {
+                    Err("own log not applied yet".into())
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_wait_for_the_guard_and_plan_nothing_until_it_is_ready() {
+        use std::sync::atomic::Ordering;
+        let store = Store::new();
+        create(&store, Object::Node(node("a"))).await;
+        create(&store, Object::Service(service("web", 2))).await;
+        let gate = Arc::new(Gate::default());
+        let m = Manager::with_guard(store.clone(), gate.clone());
+        let r = m.guarded_pass(Utc::now()).await;
+        assert!(matches!(r, Err(ManagerError::NotReady(_))), "{r:?}");
+        assert_eq!(store.view(|s| s.tasks.len()), 0, "nothing planned");
+
+        // The loop keeps asking the guard, and plans once it is ready.
+        let (stop, rx) = watch::channel(false);
+        let handle = tokio::spawn(m.run(rx));
+        let start = Instant::now();
+        while gate.calls.load(Ordering::SeqCst) < 3 && start.elapsed() < TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(gate.calls.load(Ordering::SeqCst) >= 3, "the loop retries");
+        assert_eq!(store.view(|s| s.tasks.len()), 0, "still nothing planned");
+        gate.open.store(true, Ordering::SeqCst);
+        // Any store event wakes the loop (it also ticks every second).
+        create(&store, Object::Node(node("b"))).await;
+        let start = Instant::now();
+        while store.view(|s| s.tasks.len()) < 2 && start.elapsed() < TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.view(|s| s.tasks.len()), 2);
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(TIMEOUT, handle).await;
     }
 
     #[tokio::test]

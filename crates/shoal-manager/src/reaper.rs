@@ -206,6 +206,7 @@ mod tests {
             root_ca_cert: String::new(),
             root_ca_key: String::new(),
             removed_nodes: Vec::new(),
+            unlock_key: String::new(),
             default_addr_pool: vec![],
             subnet_size: 24,
             data_path_port: 4789,

@@ -29,7 +29,7 @@ use shoal_api::spec::{self, Resources};
 use shoal_api::{engine, Node, NodeAvailability, Task, TaskState};
 use shoal_store::StoreState;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 /// Failures of a service on a node within [`FAILURE_WINDOW`] that push the node to the back.
 pub const MAX_FAILURES: u32 = 5;
@@ -141,7 +141,14 @@ struct NodeInfo<'a> {
 }
 
 impl<'a> NodeInfo<'a> {
-    fn new(state: &'a StoreState, node: &'a Node, since: DateTime<Utc>) -> Self {
+    /// `stopping`: tasks about to be marked desired `shutdown`/`remove`, counted as if they
+    /// were already.
+    fn new(
+        state: &'a StoreState,
+        node: &'a Node,
+        since: DateTime<Utc>,
+        stopping: &HashSet<&str>,
+    ) -> Self {
         let cap = node.description.resources.as_ref();
         let mut info = NodeInfo {
             node,
@@ -157,7 +164,7 @@ impl<'a> NodeInfo<'a> {
         for t in state.tasks_on_node(&node.id) {
             let st = t.status.state;
             if (TaskState::Assigned..=TaskState::Running).contains(&st) {
-                if wants_to_run(t.desired_state) {
+                if wants_to_run(t.desired_state) && !stopping.contains(t.id.as_str()) {
                     let r = spec::reservations(&t.spec);
                     info.free.nano_cpus -= r.nano_cpus;
                     info.free.memory_bytes -= r.memory_bytes;
@@ -402,11 +409,21 @@ pub fn schedule(state: &StoreState, pending: &[&Task]) -> Vec<Decision> {
 /// Returns at most one decision per task, in the order of `pending`. Tasks whose desired state
 /// no longer wants them to run are skipped, as are pre-assigned tasks whose node is gone.
 pub fn schedule_at(state: &StoreState, pending: &[&Task], now: DateTime<Utc>) -> Vec<Decision> {
+    schedule_stopping(state, pending, now, &HashSet::new())
+}
+
+/// [`schedule_at`], counting the tasks in `stopping` as no longer wanting to run.
+fn schedule_stopping(
+    state: &StoreState,
+    pending: &[&Task],
+    now: DateTime<Utc>,
+    stopping: &HashSet<&str>,
+) -> Vec<Decision> {
     let since = now - FAILURE_WINDOW;
     let mut nodes: Vec<NodeInfo<'_>> = state
         .nodes
         .values()
-        .map(|n| NodeInfo::new(state, n, since))
+        .map(|n| NodeInfo::new(state, n, since, stopping))
         .collect();
     let node_index: HashMap<&str, usize> = nodes
         .iter()
@@ -521,6 +538,83 @@ pub fn plan(state: &StoreState, now: DateTime<Utc>) -> Plan {
         }
     }
     plan
+}
+
+/// Carries the tasks that `plan` (the orchestrator's) creates through the allocator and the
+/// scheduler before they are written, so a task is stored `assigned` to its node in the
+/// transaction that creates it instead of three transactions later (`new`, `pending`,
+/// `assigned`). Each created task goes exactly as far as the later steps would take it:
+///
+/// - held by a start gate, or refused by the allocation hook: stays `new` (the allocator
+///   releases it later);
+/// - released, and a node fits: `assigned` to it, with the scheduler's message;
+/// - released, and no node fits: `pending` with the reason in `Status.Err`.
+///
+/// Placement counts the tasks already on the nodes in `state`, as the scheduler step does,
+/// except those the same plan stops (desired `shutdown`/`remove`); tasks still pending in the
+/// store are placed by that step, after these. Returns how many tasks were assigned.
+pub fn place_created(state: &StoreState, plan: &mut Plan, now: DateTime<Utc>) -> usize {
+    let mut released: Vec<usize> = Vec::new();
+    for (i, intent) in plan.intents.iter_mut().enumerate() {
+        if let Intent::CreateTask(t) = intent {
+            if crate::allocator::release_created(state, t, now) {
+                released.push(i);
+            }
+        }
+    }
+    if released.is_empty() {
+        return 0;
+    }
+    let decisions = {
+        let stopping: HashSet<&str> = plan
+            .intents
+            .iter()
+            .filter_map(|i| match i {
+                Intent::SetDesired { task_id, state } if !wants_to_run(*state) => {
+                    Some(task_id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let pending: Vec<&Task> = released
+            .iter()
+            .filter_map(|&i| match &plan.intents[i] {
+                Intent::CreateTask(t) => Some(&**t),
+                _ => None,
+            })
+            .collect();
+        schedule_stopping(state, &pending, now, &stopping)
+    };
+    let index: HashMap<String, usize> = released
+        .iter()
+        .filter_map(|&i| match &plan.intents[i] {
+            Intent::CreateTask(t) => Some((t.id.clone(), i)),
+            _ => None,
+        })
+        .collect();
+    let mut assigned = 0;
+    for d in decisions {
+        let Some(Intent::CreateTask(t)) = index.get(&d.task_id).map(|&i| &mut plan.intents[i])
+        else {
+            continue;
+        };
+        match d.outcome {
+            Outcome::Assigned(node_id) => {
+                let message = if t.node_id.is_some() {
+                    PREASSIGNED_MESSAGE
+                } else {
+                    ASSIGNED_MESSAGE
+                };
+                t.node_id = Some(node_id);
+                t.status.state = TaskState::Assigned;
+                t.status.message = message.to_string();
+                t.status.err = None;
+                assigned += 1;
+            }
+            Outcome::NoSuitableNode(err) => t.status.err = Some(err),
+        }
+    }
+    assigned
 }
 
 fn schedule_group<'a>(
@@ -1157,5 +1251,89 @@ mod tests {
         let mut v: Vec<usize> = c.into_values().collect();
         v.sort();
         assert_eq!(v, vec![33, 33, 34]);
+    }
+
+    #[test]
+    fn created_tasks_go_as_far_as_the_later_steps_would_take_them() {
+        use crate::allocator::{PENDING_MESSAGE, START_AFTER_LABEL};
+        use crate::orchestrator::testutil as u;
+        let web = u::replicated("web", 3);
+        let mut only_managers = u::replicated("mgr", 1);
+        if let Some(t) = only_managers.spec.task_template.as_mut() {
+            t.placement = Some(engine::TaskSpecPlacement {
+                constraints: Some(vec!["node.role==manager".into()]),
+                ..Default::default()
+            });
+        }
+        let now = Utc::now();
+        let mut held = u::task(&web, 3, None, TaskState::New);
+        held.labels.insert(
+            START_AFTER_LABEL.into(),
+            (now + chrono::TimeDelta::seconds(5)).to_rfc3339(),
+        );
+        let st = u::state(
+            vec![u::node("a"), u::node("b")],
+            vec![web.clone(), only_managers.clone()],
+            vec![],
+        );
+        let mut plan = Plan::default();
+        for t in [
+            u::task(&web, 1, None, TaskState::New),
+            u::task(&web, 2, None, TaskState::New),
+            held.clone(),
+            u::task(&only_managers, 1, None, TaskState::New),
+        ] {
+            plan.push(Intent::CreateTask(Box::new(t)));
+        }
+        assert_eq!(place_created(&st, &mut plan, now), 2);
+        let t = u::created(&plan);
+        // Placed: assigned, spread over both nodes.
+        assert_eq!(t[0].status.state, TaskState::Assigned);
+        assert_eq!(t[1].status.state, TaskState::Assigned);
+        assert_eq!(t[0].status.message, ASSIGNED_MESSAGE);
+        assert_ne!(t[0].node_id, t[1].node_id);
+        assert!(t[0].node_id.is_some() && t[1].node_id.is_some());
+        // Held by its restart delay: still new, unplaced.
+        assert_eq!(t[2].status.state, TaskState::New);
+        assert_eq!(t[2].node_id, None);
+        // No node fits: pending with the reason, as the scheduler step would leave it.
+        assert_eq!(t[3].status.state, TaskState::Pending);
+        assert_eq!(t[3].status.message, PENDING_MESSAGE);
+        assert_eq!(
+            t[3].status.err.as_deref(),
+            Some("no suitable node (scheduling constraints not satisfied on 2 nodes)")
+        );
+        assert_eq!(t[3].node_id, None);
+    }
+
+    #[test]
+    fn created_tasks_do_not_count_tasks_the_same_plan_stops() {
+        use crate::orchestrator::testutil as u;
+        let web = u::replicated("web", 4);
+        let running = |slot, node| u::task(&web, slot, Some(node), TaskState::Running);
+        let on_a = [running(1, "a"), running(2, "a"), running(3, "a")];
+        let on_b = [running(4, "b"), running(5, "b")];
+        let st = u::state(
+            vec![u::node("a"), u::node("b")],
+            vec![web.clone()],
+            on_a.iter().chain(on_b.iter()).cloned().collect(),
+        );
+        let new_task = || Intent::CreateTask(Box::new(u::task(&web, 6, None, TaskState::New)));
+        // Alone, the new task goes to b (2 tasks of the service against 3)...
+        let mut plan = Plan::default();
+        plan.push(new_task());
+        place_created(&st, &mut plan, Utc::now());
+        assert_eq!(u::created(&plan)[0].node_id.as_deref(), Some("b"));
+        // ...but the plan stops two of a's: a has 1 left, b 2.
+        let mut plan = Plan::default();
+        for t in &on_a[1..] {
+            plan.push(Intent::SetDesired {
+                task_id: t.id.clone(),
+                state: TaskState::Shutdown,
+            });
+        }
+        plan.push(new_task());
+        place_created(&st, &mut plan, Utc::now());
+        assert_eq!(u::created(&plan)[0].node_id.as_deref(), Some("a"));
     }
 }

@@ -19,6 +19,24 @@
 //! remote Raft returned); a failure to deliver is a [`TransportError`] instead, which openraft
 //! turns into a retry with back-off.
 //!
+//! ## Deadlines
+//! openraft 0.9 gives every `AppendEntries` the heartbeat interval, then drops it and sends the
+//! range again. Heartbeats (no entries) keep that deadline. An append that carries entries runs
+//! in a task of its own with the longer [`RaftConfig::rpc_timeout_ms`](crate::RaftConfig):
+//!
+//! ```text
+//!  openraft: append [5..=9] ─ heartbeat interval passes, dropped ─ retry [5..=12] ─► joins it
+//!  Connection:   task: send [5..=9] (deadline rpc_timeout) ───────────► Success
+//!                                                        reply to the retry: PartialSuccess(9)
+//!                                                        openraft sends [10..=12] next
+//! ```
+//!
+//! A retry with the same leader vote and the same previous log id joins the running append
+//! (its reply, for a shorter range, becomes a partial success) and sends a heartbeat on the
+//! side, so the follower keeps hearing from its leader; any other append waits for it to end
+//! first (or, after a change of vote, cancels it). `InstallSnapshot` chunks get
+//! `rpc_timeout_ms` too (openraft's `install_snapshot_timeout`).
+//!
 //! Implementations here: [`NoTransport`] (a one-member cluster) and [`LocalTransport`] (several
 //! nodes in one process, with partitions, seeded message loss and latency for tests and the
 //! `shoal-sim` simulation).
@@ -36,7 +54,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, LogId, Vote};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -462,6 +480,8 @@ pub(crate) type Contacts = Arc<Mutex<HashMap<u64, std::time::Instant>>>;
 pub(crate) struct Network {
     pub(crate) transport: Arc<dyn RaftTransport>,
     pub(crate) contacts: Contacts,
+    /// The deadline of an `AppendEntries` that carries entries (see the module docs).
+    pub(crate) append_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -473,8 +493,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             transport: self.transport.clone(),
             contacts: self.contacts.clone(),
+            append_timeout: self.append_timeout,
+            inflight: None,
         }
     }
+}
+
+type RpcResult<Resp, E = openraft::error::Infallible> =
+    Result<Resp, RPCError<u64, BasicNode, OrRaftError<u64, E>>>;
+
+/// An `AppendEntries` with entries, running in its own task (see the module docs).
+struct InflightAppend {
+    vote: Vote<u64>,
+    prev: Option<LogId<u64>>,
+    last: Option<LogId<u64>>,
+    task: tokio::task::JoinHandle<Result<Vec<u8>, TransportError>>,
 }
 
 /// A client for one remote node.
@@ -483,6 +516,17 @@ pub(crate) struct Connection {
     addr: String,
     transport: Arc<dyn RaftTransport>,
     contacts: Contacts,
+    append_timeout: Duration,
+    inflight: Option<InflightAppend>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // openraft dropped the replication stream (leadership or membership changed).
+        if let Some(f) = self.inflight.take() {
+            f.task.abort();
+        }
+    }
 }
 
 impl Connection {
@@ -491,7 +535,7 @@ impl Connection {
         kind: RpcKind,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<u64, BasicNode, OrRaftError<u64, E>>>
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -501,11 +545,21 @@ impl Connection {
         let reply = self
             .transport
             .send(self.target, &self.addr, kind, bytes, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
-                TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                TransportError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
-            })?;
+            .await;
+        self.reply(reply)
+    }
+
+    /// Turns what the transport returned into openraft's result.
+    #[allow(clippy::result_large_err)] // openraft's error type, returned as openraft wants it
+    fn reply<Resp, E>(&self, reply: Result<Vec<u8>, TransportError>) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply = reply.map_err(|e| match e {
+            TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            TransportError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
+        })?;
         self.contacts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -513,6 +567,115 @@ impl Connection {
         let res: Result<Resp, OrRaftError<u64, E>> =
             decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// An `AppendEntries` with entries: started in a task with the append deadline, or joined
+    /// if an earlier attempt of the same range (or a prefix of it) is still running. Cancel
+    /// safe: openraft dropping this future leaves the task running for the next attempt.
+    async fn append_detached(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        heartbeat: Duration,
+    ) -> RpcResult<AppendEntriesResponse<u64>> {
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let joins_running = self.inflight.as_ref().is_some_and(|f| {
+            f.vote == rpc.vote
+                && f.prev == rpc.prev_log_id
+                && f.last <= last
+                && !f.task.is_finished()
+        });
+        if joins_running {
+            // A retry while the append still runs: the follower hears nothing else from this
+            // leader meanwhile, so send it a heartbeat on the side (what openraft would have
+            // sent) to keep its election timer from running out.
+            self.keepalive(&rpc, heartbeat);
+        }
+        if let Some(f) = &mut self.inflight {
+            let joinable = f.vote == rpc.vote && f.prev == rpc.prev_log_id && f.last <= last;
+            if !joinable {
+                if f.vote != rpc.vote {
+                    f.task.abort();
+                } else {
+                    // One append at a time to a node: let the earlier one end first.
+                    let _ = (&mut f.task).await;
+                }
+                self.inflight = None;
+            }
+        }
+        let f = match &mut self.inflight {
+            Some(f) => f,
+            None => {
+                let bytes = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                let (transport, target, addr) =
+                    (self.transport.clone(), self.target, self.addr.clone());
+                let timeout = self.append_timeout;
+                let task = tokio::spawn(async move {
+                    let send =
+                        transport.send(target, &addr, RpcKind::AppendEntries, bytes, timeout);
+                    match tokio::time::timeout(timeout, send).await {
+                        Ok(r) => r,
+                        Err(_) => Err(TransportError::Failed {
+                            target,
+                            reason: format!("no reply to an append within {timeout:?}"),
+                        }),
+                    }
+                });
+                self.inflight.insert(InflightAppend {
+                    vote: rpc.vote,
+                    prev: rpc.prev_log_id,
+                    last,
+                    task,
+                })
+            }
+        };
+        let joined = (&mut f.task).await;
+        let sent_last = f.last;
+        self.inflight = None;
+        let reply = joined.unwrap_or_else(|e| {
+            Err(TransportError::Failed {
+                target: self.target,
+                reason: format!("the append task ended: {e}"),
+            })
+        });
+        let resp: AppendEntriesResponse<u64> = self.reply(reply)?;
+        // The reply answers the attempt that was sent, which may have carried fewer entries.
+        Ok(match resp {
+            AppendEntriesResponse::Success if sent_last < last => {
+                AppendEntriesResponse::PartialSuccess(sent_last)
+            }
+            other => other,
+        })
+    }
+}
+
+impl Connection {
+    /// Sends, in a task of its own, the heartbeat of `rpc`'s leader at `rpc`'s position (no
+    /// entries); its reply only counts as a contact.
+    fn keepalive(&self, rpc: &AppendEntriesRequest<TypeConfig>, timeout: Duration) {
+        let beat: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            leader_commit: rpc.leader_commit,
+            entries: Vec::new(),
+        };
+        let Ok(bytes) = encode(&beat) else {
+            return;
+        };
+        let (transport, contacts, target, addr) = (
+            self.transport.clone(),
+            self.contacts.clone(),
+            self.target,
+            self.addr.clone(),
+        );
+        tokio::spawn(async move {
+            let send = transport.send(target, &addr, RpcKind::AppendEntries, bytes, timeout);
+            if let Ok(Ok(_)) = tokio::time::timeout(timeout, send).await {
+                contacts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(target, std::time::Instant::now());
+            }
+        });
     }
 }
 
@@ -522,7 +685,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, OrRaftError<u64>>> {
-        self.call(RpcKind::AppendEntries, &rpc, &option).await
+        if rpc.entries.is_empty() {
+            // A heartbeat: openraft's deadline (the heartbeat interval).
+            return self.call(RpcKind::AppendEntries, &rpc, &option).await;
+        }
+        self.append_detached(rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(

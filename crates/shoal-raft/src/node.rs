@@ -11,21 +11,40 @@
 //!        ▲                                                             │ committed
 //!        └──────────── index ◄── target.apply(index, payload) ◄────────┘
 //! ```
+//!
+//! ## Supervision
+//! openraft stops its core for good on a fatal error (a storage error, or an internal one such
+//! as 0.9.25's "replication channel closed" when a snapshot is asked of a replication stream
+//! that already quit). A `RaftNode` whose core stops without being asked restarts it:
+//!
+//! ```text
+//!  core's metrics: running_state = Err(fatal)     (not forwarded to RaftNode::watch)
+//!    └─► restart: old.shutdown() ─► wait until its tasks let go of the redb file
+//!          ─► Db::open(same dir) ─► StateMachineStore::resume (the target keeps its state;
+//!             the shared progress says what it applied) ─► Raft::new(same transport)
+//!          ─► the new instance serves handle_rpc, propose, metrics; callers keep their handle
+//! ```
+//!
+//! A proposal caught by the fatal error fails with [`RaftError::NoQuorum`] (it may still be
+//! committed). Repeated failures back off (up to 5 s between restarts).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use openraft::error::{InitializeError, RaftError as OrRaftError};
-use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::error::{Fatal, InitializeError, RaftError as OrRaftError};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::codec::{Codec, PlainCodec};
 use crate::log_store::LogStore;
 use crate::network::{
     decode, encode, serve, Contacts, Network, RaftTransport, RpcKind, TransportError,
 };
-use crate::state_machine::{StateMachineStore, StateMachineTarget};
+use crate::state_machine::{SharedProgress, StateMachineStore, StateMachineTarget};
 use crate::storage::{blocking, Db};
 use crate::{Payload, RaftError, TypeConfig};
 
@@ -41,14 +60,20 @@ pub struct RaftConfig {
     /// Entries kept in the log below the latest snapshot, so a follower slightly behind can
     /// catch up from the log rather than a whole snapshot (default 100).
     pub keep_after_snapshot: u64,
-    /// Leader heartbeat interval in milliseconds.
+    /// Leader heartbeat interval in milliseconds (default 100). openraft also gives each
+    /// heartbeat this long to be answered, and checks election timeouts every 1.5 intervals.
     pub heartbeat_ms: u64,
-    /// Election timeout range in milliseconds: a follower that hears no leader for a random
-    /// time in this range starts an election.
+    /// Election timeout range in milliseconds (default 400-700): a follower that hears no leader
+    /// for a random time in this range, on top of the leader's lease (openraft 0.9: the upper
+    /// bound), starts an election. With the defaults a new leader is elected 1.1-1.6 s after
+    /// the old one is lost.
     pub election_timeout_ms: (u64, u64),
     /// How long [`RaftNode::propose`] waits for its entry to be committed and applied before
     /// giving up with [`RaftError::NoQuorum`].
     pub propose_timeout_ms: u64,
+    /// Deadline of one `AppendEntries` that carries entries, and of one `InstallSnapshot` chunk
+    /// (heartbeats and votes have openraft's own, shorter ones). Default 5000 ms.
+    pub rpc_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -58,9 +83,10 @@ impl Default for RaftConfig {
             addr: String::new(),
             snapshot_every: 1000,
             keep_after_snapshot: 100,
-            heartbeat_ms: 250,
-            election_timeout_ms: (1000, 2000),
+            heartbeat_ms: 100,
+            election_timeout_ms: (400, 700),
             propose_timeout_ms: 10_000,
+            rpc_timeout_ms: 5_000,
         }
     }
 }
@@ -78,7 +104,7 @@ impl RaftConfig {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: lo,
             election_timeout_max: hi,
-            install_snapshot_timeout: (hi * 2).max(1000),
+            install_snapshot_timeout: self.rpc_timeout_ms.max(hi * 2).max(1000),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_after_snapshot,
             ..Config::default()
@@ -131,11 +157,46 @@ pub struct RaftStatus {
 
 pub(crate) struct NodeInner {
     pub(crate) id: u64,
-    pub(crate) raft: Raft<TypeConfig>,
     cfg: RaftConfig,
-    db: Weak<Db>,
+    config: Arc<Config>,
+    dir: PathBuf,
+    codec: Arc<dyn Codec>,
+    target: Arc<dyn StateMachineTarget>,
     transport: Arc<dyn RaftTransport>,
     contacts: Contacts,
+    /// What the target has applied (shared with the running instance's state machine).
+    progress: SharedProgress,
+    /// The running openraft instance; replaced when its core stops by itself.
+    current: Mutex<Instance>,
+    /// The running instance's metrics, forwarded (a fatal stop is not, while restarting).
+    metrics: watch::Sender<RaftMetrics<u64, BasicNode>>,
+    /// Set by [`RaftNode::shutdown`]: a stop after it is not restarted.
+    stopping: AtomicBool,
+    /// Held while an instance is replaced or shut down.
+    lifecycle: tokio::sync::Mutex<()>,
+    /// True from a fatal stop until the replacement runs.
+    restarting: watch::Sender<bool>,
+    restarts: AtomicU64,
+}
+
+/// One openraft instance and the redb file its tasks hold.
+#[derive(Clone)]
+struct Instance {
+    raft: Raft<TypeConfig>,
+    db: Weak<Db>,
+}
+
+impl NodeInner {
+    fn raft(&self) -> Raft<TypeConfig> {
+        self.instance().raft
+    }
+
+    fn instance(&self) -> Instance {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// One manager's Raft node: the replicated log under the store. Cheap to clone.
@@ -207,31 +268,46 @@ impl RaftNode {
     ) -> Result<Self, RaftError> {
         let config = Arc::new(cfg.to_openraft()?);
         let dir = dir.to_path_buf();
-        let db = tokio::task::spawn_blocking(move || Db::open(&dir, codec))
-            .await
-            .map_err(|e| RaftError::Storage(format!("opening the raft log failed: {e}")))??;
-        let db = Arc::new(db);
-        let sm = StateMachineStore::load(db.clone(), target).await?;
-        let log = LogStore::new(db.clone());
-        let weak = Arc::downgrade(&db);
-        drop(db);
         let contacts = Contacts::default();
-        let net = Network {
-            transport: network.clone(),
-            contacts: contacts.clone(),
-        };
-        let raft = Raft::new(cfg.node_id, config, net, log, sm).await?;
+        let progress = SharedProgress::default();
+        let db = open_db(&dir, &codec).await?;
+        let sm = StateMachineStore::load(db.clone(), target.clone(), progress.clone()).await?;
+        let instance = start_instance(&cfg, &config, db, sm, &network, &contacts).await?;
         tracing::info!(node = cfg.node_id, addr = %cfg.addr, "raft node started");
-        Ok(RaftNode {
-            inner: Arc::new(NodeInner {
-                id: cfg.node_id,
-                raft,
-                cfg,
-                db: weak,
-                transport: network,
-                contacts,
-            }),
-        })
+        let rx = instance.raft.metrics();
+        let (metrics, _) = watch::channel(rx.borrow().clone());
+        let inner = Arc::new(NodeInner {
+            id: cfg.node_id,
+            cfg,
+            config,
+            dir,
+            codec,
+            target,
+            transport: network,
+            contacts,
+            progress,
+            current: Mutex::new(instance),
+            metrics,
+            stopping: AtomicBool::new(false),
+            lifecycle: tokio::sync::Mutex::new(()),
+            restarting: watch::channel(false).0,
+            restarts: AtomicU64::new(0),
+        });
+        tokio::spawn(forward_metrics(Arc::downgrade(&inner), rx));
+        Ok(RaftNode { inner })
+    }
+
+    /// How many times this node restarted its Raft core after it stopped by itself (completed
+    /// restarts: the new core runs).
+    pub fn restarts(&self) -> u64 {
+        self.inner.restarts.load(Ordering::Relaxed)
+    }
+
+    /// While the core is being restarted, waits (until `deadline`) for the new one: nothing is
+    /// submitted to a core known to be dead.
+    async fn wait_running(&self, deadline: Instant) {
+        let mut rx = self.inner.restarting.subscribe();
+        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|r| !*r)).await;
     }
 
     /// This node's id.
@@ -250,7 +326,7 @@ impl RaftNode {
                 addr: self.inner.cfg.addr.clone(),
             },
         )]);
-        match self.inner.raft.initialize(members).await {
+        match self.inner.raft().initialize(members).await {
             Ok(()) => Ok(()),
             Err(OrRaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(e.into()),
@@ -259,7 +335,7 @@ impl RaftNode {
 
     /// Whether this node has ever been part of a cluster (has a log or a vote).
     pub async fn is_initialized(&self) -> Result<bool, RaftError> {
-        Ok(self.inner.raft.is_initialized().await?)
+        Ok(self.inner.raft().is_initialized().await?)
     }
 
     /// Replicate a payload; returns the log index at which it was applied, after the target
@@ -268,9 +344,13 @@ impl RaftNode {
     /// [`RaftError::Rejected`] if the target refused it.
     pub async fn propose(&self, payload: Vec<u8>) -> Result<u64, RaftError> {
         let timeout = Duration::from_millis(self.inner.cfg.propose_timeout_ms);
-        let write = self.inner.raft.client_write(Payload(payload));
-        let resp = match tokio::time::timeout(timeout, write).await {
-            Ok(r) => r?,
+        let deadline = Instant::now() + timeout;
+        self.wait_running(deadline).await;
+        let raft = self.inner.raft();
+        let write = raft.client_write(Payload(payload));
+        let resp = match tokio::time::timeout_at(deadline, write).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(self.unless_restarting(e.into())),
             Err(_) => return Err(RaftError::NoQuorum),
         };
         let index = resp.log_id.index;
@@ -308,7 +388,7 @@ impl RaftNode {
                 }) if leader != self.inner.id && !addr.is_empty() => (leader, addr),
                 Err(RaftError::NotLeader { .. }) => {
                     // No leader known (an election, or no quorum): wait for one to appear.
-                    let mut rx = self.inner.raft.metrics();
+                    let mut rx = self.inner.metrics.subscribe();
                     let _ = tokio::time::timeout(
                         left.min(Duration::from_millis(200)),
                         rx.wait_for(|m| m.current_leader.is_some()),
@@ -358,7 +438,7 @@ impl RaftNode {
     /// [`RaftError::NoQuorum`]).
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), RaftError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut rx = self.inner.raft.metrics();
+        let mut rx = self.inner.metrics.subscribe();
         let res = tokio::time::timeout(
             left.max(Duration::from_millis(100)),
             rx.wait_for(|m| {
@@ -378,7 +458,7 @@ impl RaftNode {
 
     /// The leader's address, when a leader is known (this node's own when it leads).
     pub fn leader_addr(&self) -> Option<(u64, String)> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.metrics.borrow().clone();
         let leader = m.current_leader?;
         let addr = m
             .membership_config
@@ -390,7 +470,7 @@ impl RaftNode {
 
     /// The address of member `id` in the current membership.
     pub fn member_addr(&self, id: u64) -> Option<String> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.metrics.borrow().clone();
         let addr = m
             .membership_config
             .membership()
@@ -401,7 +481,7 @@ impl RaftNode {
 
     /// When member `id` last answered a Raft message from this node (as leader: its
     /// heartbeats). `None` if it never did since this node started.
-    pub fn last_contact(&self, id: u64) -> Option<Instant> {
+    pub fn last_contact(&self, id: u64) -> Option<std::time::Instant> {
         self.inner
             .contacts
             .lock()
@@ -419,10 +499,11 @@ impl RaftNode {
         let node = BasicNode {
             addr: addr.to_string(),
         };
-        self.inner.raft.add_learner(id, node, true).await?;
+        let raft = self.inner.raft();
+        raft.add_learner(id, node, true).await?;
         let change: ChangeMembers<u64, BasicNode> =
             ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-        self.inner.raft.change_membership(change, false).await?;
+        raft.change_membership(change, false).await?;
         tracing::info!(member = id, %addr, "raft member added");
         Ok(())
     }
@@ -438,28 +519,31 @@ impl RaftNode {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.inner.raft.change_membership(change, false).await?;
+        self.inner.raft().change_membership(change, false).await?;
         tracing::info!(member = id, "raft member removed");
         Ok(())
     }
 
-    /// A receiver that changes whenever the metrics do (role, leader, membership, indexes).
-    pub fn watch(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>> {
-        self.inner.raft.metrics()
+    /// A receiver that changes whenever the metrics do (role, leader, membership, indexes). It
+    /// outlives a restart of the Raft core (see the module docs), which it does not show.
+    pub fn watch(&self) -> watch::Receiver<RaftMetrics<u64, BasicNode>> {
+        self.inner.metrics.subscribe()
     }
 
     /// Linearizable read barrier: on the leader, confirms leadership with a quorum and waits until
     /// everything committed before the call is applied; returns the applied index. Reads from
     /// the target after this see every write acknowledged before it.
     pub async fn read_barrier(&self) -> Result<u64, RaftError> {
-        let timeout = Duration::from_millis(self.inner.cfg.propose_timeout_ms);
-        let res = match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.propose_timeout_ms);
+        self.wait_running(deadline).await;
+        let raft = self.inner.raft();
+        let res = match tokio::time::timeout_at(deadline, raft.ensure_linearizable()).await {
             Ok(r) => r,
             Err(_) => return Err(RaftError::NoQuorum),
         };
         match res {
             Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
-            Err(OrRaftError::Fatal(f)) => Err(f.into()),
+            Err(OrRaftError::Fatal(f)) => Err(self.unless_restarting(f.into())),
             Err(OrRaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(f.into())
             }
@@ -471,7 +555,7 @@ impl RaftNode {
 
     /// Wait until a leader is known (possibly this node) and return its id.
     pub async fn wait_leader(&self, timeout: Duration) -> Result<u64, RaftError> {
-        let mut rx = self.inner.raft.metrics();
+        let mut rx = self.inner.metrics.subscribe();
         let deadline = Instant::now() + timeout;
         loop {
             {
@@ -494,7 +578,7 @@ impl RaftNode {
 
     /// Leader id, term, last applied, last log, snapshot, membership.
     pub fn metrics(&self) -> RaftStatus {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.metrics.borrow().clone();
         let membership = m.membership_config.membership();
         let mut voters: Vec<u64> = membership.voter_ids().collect();
         voters.sort_unstable();
@@ -527,20 +611,39 @@ impl RaftNode {
 
     /// Stop Raft and close the redb file (so the directory can be opened again at once).
     pub async fn shutdown(&self) -> Result<(), RaftError> {
-        if let Err(e) = self.inner.raft.shutdown().await {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        // After a restart in progress, if any: it sees `stopping` and starts nothing.
+        let _lifecycle = self.inner.lifecycle.lock().await;
+        let instance = self.inner.instance();
+        if let Err(e) = instance.raft.shutdown().await {
             tracing::warn!(error = %e, "raft core task ended abnormally");
         }
+        self.inner.metrics.send_modify(|m| {
+            m.running_state = Err(Fatal::Stopped);
+            m.state = ServerState::Shutdown;
+        });
+        self.inner.restarting.send_replace(false);
         // The storage is owned by openraft's tasks; wait for the last of them to let go.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.inner.db.strong_count() > 0 {
-            if Instant::now() > deadline {
-                return Err(RaftError::Storage(
-                    "the raft log is still in use 10s after shutdown".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        if !released(&instance.db, Duration::from_secs(10)).await {
+            return Err(RaftError::Storage(
+                "the raft log is still in use 10s after shutdown".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// A fatal error seen by a caller while the core is being restarted is an unknown outcome
+    /// (the write may still commit), not a shutdown.
+    fn unless_restarting(&self, e: RaftError) -> RaftError {
+        let fatal = matches!(
+            e,
+            RaftError::Shutdown | RaftError::Storage(_) | RaftError::Internal(_)
+        );
+        if fatal && !self.inner.stopping.load(Ordering::SeqCst) {
+            RaftError::NoQuorum
+        } else {
+            e
+        }
     }
 
     /// Serve one RPC from another node (the receiving end of a [`RaftTransport`]): `request` is
@@ -551,18 +654,255 @@ impl RaftNode {
             let res = self.propose(request.to_vec()).await;
             return encode(&res);
         }
-        serve(&self.inner.raft, kind, request).await
+        serve(&self.inner.raft(), kind, request).await
     }
 
-    /// The inner openraft handle, for membership changes and anything else not wrapped here.
-    pub fn raft(&self) -> &Raft<TypeConfig> {
-        &self.inner.raft
+    /// The running openraft instance, for membership changes and anything else not wrapped
+    /// here. After a restart of the core (see the module docs) this is a new instance: do not
+    /// keep it, ask again.
+    pub fn raft(&self) -> Raft<TypeConfig> {
+        self.inner.raft()
     }
 
     /// The number of entries in the on-disk log and the first index there (diagnostics, tests).
     pub async fn log_extent(&self) -> Result<(u64, Option<u64>), RaftError> {
-        let db = self.inner.db.upgrade().ok_or(RaftError::Shutdown)?;
+        let db = self
+            .inner
+            .instance()
+            .db
+            .upgrade()
+            .ok_or(RaftError::Shutdown)?;
         Ok(blocking(&db, |db| Ok((db.log_len()?, db.first_index()?))).await?)
+    }
+}
+
+async fn open_db(dir: &Path, codec: &Arc<dyn Codec>) -> Result<Arc<Db>, RaftError> {
+    let (dir, codec) = (dir.to_path_buf(), codec.clone());
+    let db = tokio::task::spawn_blocking(move || Db::open(&dir, codec))
+        .await
+        .map_err(|e| RaftError::Storage(format!("opening the raft log failed: {e}")))??;
+    Ok(Arc::new(db))
+}
+
+/// Starts openraft on `db` (the instance's tasks then own it; the node keeps a weak handle).
+async fn start_instance(
+    cfg: &RaftConfig,
+    config: &Arc<Config>,
+    db: Arc<Db>,
+    sm: StateMachineStore,
+    transport: &Arc<dyn RaftTransport>,
+    contacts: &Contacts,
+) -> Result<Instance, RaftError> {
+    let log = LogStore::new(db.clone());
+    let weak = Arc::downgrade(&db);
+    drop(db);
+    let net = Network {
+        transport: transport.clone(),
+        contacts: contacts.clone(),
+        append_timeout: Duration::from_millis(cfg.rpc_timeout_ms),
+    };
+    let raft = Raft::new(cfg.node_id, config.clone(), net, log, sm).await?;
+    tokio::spawn(break_split_votes(
+        raft.clone(),
+        cfg.node_id,
+        cfg.election_timeout_ms,
+    ));
+    Ok(Instance { raft, db: weak })
+}
+
+/// With one leader per term, two candidates of one term that split the vote both lose, and
+/// openraft 0.9 draws a node's election timeout once (at start) and checks it on a tick of 1.5
+/// heartbeats: the same two can split term after term (on a paused clock, forever). So after
+/// two candidacies in a row that did not win within the shortest election timeout (no leader
+/// seen in between), this node sits out elections for a fresh random part of the longest one.
+/// Ends with the instance.
+async fn break_split_votes(raft: Raft<TypeConfig>, id: u64, (min, max): (u64, u64)) {
+    let mut rx = raft.metrics();
+    let mut rng = id
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let mut strikes = 0;
+    loop {
+        let candidate = rx
+            .wait_for(|m| {
+                m.state == ServerState::Candidate
+                    || m.current_leader.is_some()
+                    || m.running_state.is_err()
+            })
+            .await
+            .ok()
+            .filter(|m| m.running_state.is_ok())
+            .map(|m| (m.state == ServerState::Candidate, m.current_term));
+        let term = match candidate {
+            None => return,
+            Some((true, term)) => term,
+            Some((false, _)) => {
+                // A leader is known: elections work.
+                strikes = 0;
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let left_candidacy = |m: &RaftMetrics<u64, BasicNode>| {
+            m.state != ServerState::Candidate || m.current_term != term || m.running_state.is_err()
+        };
+        let decided = tokio::time::timeout(Duration::from_millis(min), rx.wait_for(left_candidacy))
+            .await
+            .map(|r| r.is_ok());
+        match decided {
+            Ok(true) => continue,
+            Ok(false) => return,
+            Err(_) => {}
+        }
+        // Still a candidate of that term: lost, or split.
+        strikes += 1;
+        if strikes < 2 {
+            if rx.wait_for(left_candidacy).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        strikes = 0;
+        let pause = splitmix(&mut rng) % max.max(1);
+        tracing::debug!(
+            node = id,
+            term,
+            pause_ms = pause,
+            "no leader elected twice; pausing elections"
+        );
+        raft.runtime_config().elect(false);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        raft.runtime_config().elect(true);
+    }
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Waits (up to `bound`) until no task holds the redb file any more.
+async fn released(db: &Weak<Db>, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    while db.strong_count() > 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
+}
+
+/// Forwards one instance's metrics to the node's own channel until the instance ends. A core
+/// that stops by itself (not shut down) is restarted instead of reported.
+async fn forward_metrics(
+    node: Weak<NodeInner>,
+    mut rx: watch::Receiver<RaftMetrics<u64, BasicNode>>,
+) {
+    loop {
+        let m = rx.borrow_and_update().clone();
+        let Some(inner) = node.upgrade() else {
+            return;
+        };
+        if let Err(fatal) = &m.running_state {
+            if !inner.stopping.load(Ordering::SeqCst) {
+                let reason = fatal.to_string();
+                inner.restarting.send_replace(true);
+                // Shown as a follower that knows no leader until the new core reports.
+                inner.metrics.send_modify(|shown| {
+                    shown.state = ServerState::Follower;
+                    shown.current_leader = None;
+                });
+                tokio::spawn(restart(inner, reason));
+                return;
+            }
+        }
+        inner.metrics.send_replace(m);
+        drop(inner);
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Replaces an instance whose core stopped by itself with a fresh one on the same storage,
+/// transport and target (see the module docs). Retries, backing off, until it succeeds or the
+/// node is shut down.
+fn restart(
+    inner: Arc<NodeInner>,
+    reason: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    // Boxed (and declared Send): this and `forward_metrics` spawn each other.
+    Box::pin(restart_inner(inner, reason))
+}
+
+async fn restart_inner(inner: Arc<NodeInner>, reason: String) {
+    let _lifecycle = inner.lifecycle.lock().await;
+    let n = inner.restarts.load(Ordering::Relaxed) + 1;
+    tracing::error!(node = inner.id, error = %reason, restarts = n,
+        "the raft core stopped by itself; restarting it");
+    let old = inner.instance();
+    if let Err(e) = old.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft core task ended abnormally");
+    }
+    // A restart soon after the previous one waits first (a fault that comes back).
+    let mut backoff = Duration::from_millis(100 * n.min(50));
+    let mut attempt = 0u32;
+    loop {
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        // Every task of the old instance must be gone: its state machine could still apply.
+        if !released(&old.db, Duration::from_secs(10)).await {
+            tracing::warn!(
+                node = inner.id,
+                "the stopped raft core still holds its log; waiting"
+            );
+            continue;
+        }
+        if attempt > 0 || n > 1 {
+            tokio::time::sleep(backoff.min(Duration::from_secs(5))).await;
+            backoff *= 2;
+            if inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+        attempt += 1;
+        let started = async {
+            let db = open_db(&inner.dir, &inner.codec).await?;
+            let sm =
+                StateMachineStore::resume(db.clone(), inner.target.clone(), inner.progress.clone());
+            start_instance(
+                &inner.cfg,
+                &inner.config,
+                db,
+                sm,
+                &inner.transport,
+                &inner.contacts,
+            )
+            .await
+        };
+        match started.await {
+            Ok(instance) => {
+                let rx = instance.raft.metrics();
+                *inner.current.lock().unwrap_or_else(|p| p.into_inner()) = instance;
+                inner.restarts.store(n, Ordering::Relaxed);
+                inner.restarting.send_replace(false);
+                tracing::info!(node = inner.id, restarts = n, "raft core restarted");
+                tokio::spawn(forward_metrics(Arc::downgrade(&inner), rx));
+                return;
+            }
+            Err(e) => {
+                tracing::error!(node = inner.id, error = %e, attempt, "restarting the raft core failed");
+            }
+        }
     }
 }
 

@@ -16,11 +16,13 @@
 //!
 //!  leader sends a snapshot: install_snapshot() ─► target.restore(index, data) ─► redb
 //!  open():                  stored snapshot    ─► target.restore(index, data)
+//!  restart after a fatal error (same target): no restore; openraft resumes after the
+//!                           last applied entry, recorded in the shared `Progress`
 //! ```
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -58,27 +60,48 @@ pub struct Applied {
     pub error: Option<String>,
 }
 
+/// What the target has applied: the last entry and the membership as of it. Shared between the
+/// state machine of the running openraft instance and its [`crate::RaftNode`], which resumes
+/// from it when it replaces an instance whose core stopped (the target keeps its state then).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress {
+    pub(crate) last_applied: Option<LogId<u64>>,
+    pub(crate) membership: StoredMembership<u64, BasicNode>,
+}
+
+/// [`Progress`], shared.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedProgress(Arc<Mutex<Progress>>);
+
+impl SharedProgress {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Progress> {
+        // A poisoned lock only means a panic elsewhere while holding it; the data is still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The state machine handed to openraft.
 pub struct StateMachineStore {
     db: Arc<Db>,
     target: Arc<dyn StateMachineTarget>,
-    last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
+    progress: SharedProgress,
     snapshot_seq: Arc<AtomicU64>,
 }
 
 impl StateMachineStore {
-    /// Restore `target` from the stored snapshot, if there is one.
+    /// Restore `target` (empty) from the stored snapshot, if there is one, and record that in
+    /// `progress`.
     pub(crate) async fn load(
         db: Arc<Db>,
         target: Arc<dyn StateMachineTarget>,
+        progress: SharedProgress,
     ) -> Result<Self, RaftError> {
         let stored = blocking(&db, |db| db.snapshot()).await?;
-        let mut sm = StateMachineStore {
+        *progress.lock() = Progress::default();
+        let sm = StateMachineStore {
             db,
             target,
-            last_applied: None,
-            membership: StoredMembership::default(),
+            progress,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
         };
         if let Some((meta, data)) = stored {
@@ -93,10 +116,28 @@ impl StateMachineStore {
                 bytes = data.len(),
                 "state restored from raft snapshot"
             );
-            sm.last_applied = meta.last_log_id;
-            sm.membership = meta.last_membership;
+            *sm.progress.lock() = Progress {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership,
+            };
         }
         Ok(sm)
+    }
+
+    /// The state machine of a replacement openraft instance: `target` keeps what it has
+    /// applied (as `progress` records), and openraft re-applies only the committed entries
+    /// after it. Only once every task of the previous instance has ended (it could still apply).
+    pub(crate) fn resume(
+        db: Arc<Db>,
+        target: Arc<dyn StateMachineTarget>,
+        progress: SharedProgress,
+    ) -> Self {
+        StateMachineStore {
+            db,
+            target,
+            progress,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        }
     }
 }
 
@@ -106,7 +147,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
-        Ok((self.last_applied, self.membership.clone()))
+        let p = self.progress.lock();
+        Ok((p.last_applied, p.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<u64>>
@@ -117,8 +159,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut out = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
-            self.last_applied = Some(entry.log_id);
             let mut applied = Applied { index, error: None };
+            let mut membership = None;
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(payload) => {
@@ -128,9 +170,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
                 EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
                 }
             }
+            // Recorded right after the target applied it (no await in between).
+            let mut p = self.progress.lock();
+            p.last_applied = Some(entry.log_id);
+            if let Some(m) = membership {
+                p.membership = m;
+            }
+            drop(p);
             out.push(applied);
         }
         Ok(out)
@@ -139,16 +188,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Taken here, on the state machine task, so the data matches `last_applied` exactly.
         let data = self.target.snapshot();
+        let Progress {
+            last_applied,
+            membership,
+        } = self.progress.lock().clone();
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match self.last_applied {
+        let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
             None => format!("0-0-{seq}"),
         };
         SnapshotBuilder {
             db: self.db.clone(),
             meta: SnapMeta {
-                last_log_id: self.last_applied,
-                last_membership: self.membership.clone(),
+                last_log_id: last_applied,
+                last_membership: membership,
                 snapshot_id,
             },
             data: Some(data),
@@ -179,6 +232,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 AnyError::error(format!("the store could not load the snapshot: {e}")),
             ))
         })?;
+        // Recorded at once: the target holds the snapshot's state from here on.
+        *self.progress.lock() = Progress {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
         let m = meta.clone();
         blocking(&self.db, move |db| db.save_snapshot(&m, data, true))
             .await
@@ -188,8 +246,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     AnyError::new(&e),
                 ))
             })?;
-        self.last_applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
         Ok(())
     }
 

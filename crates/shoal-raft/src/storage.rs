@@ -33,8 +33,11 @@ use crate::{RaftError, TypeConfig};
 /// The file name inside the directory handed to [`crate::RaftNode::open`].
 pub const DB_FILE: &str = "raft.redb";
 
-/// Version of the layout described above; bumped on incompatible changes.
-const FORMAT_VERSION: u32 = 1;
+/// Version of the layout described above; bumped on incompatible changes. Version 2: openraft
+/// is built with `single-term-leader` (standard Raft, one leader per term), so a vote names the
+/// candidate it went to and a log id carries the term only; version 1 files (a leader id of
+/// term and node id in every log id) cannot be read.
+const FORMAT_VERSION: u32 = 2;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");

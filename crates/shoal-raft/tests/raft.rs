@@ -608,3 +608,340 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     node.shutdown().await.unwrap();
 }
+
+/// A codec that can be told to fail sealing log entries: a storage error in the log, which stops
+/// openraft's core (a fatal error).
+#[derive(Default)]
+struct FlakyCodec {
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl shoal_raft::Codec for FlakyCodec {
+    fn id(&self) -> &str {
+        "flaky-test"
+    }
+    fn seal(
+        &self,
+        kind: shoal_raft::RecordKind,
+        plain: Vec<u8>,
+    ) -> Result<Vec<u8>, shoal_raft::CodecError> {
+        let failing = self.fail.load(std::sync::atomic::Ordering::SeqCst);
+        if failing && matches!(kind, shoal_raft::RecordKind::LogEntry { .. }) {
+            return Err(shoal_raft::CodecError {
+                kind,
+                reason: "injected failure".into(),
+            });
+        }
+        Ok(plain)
+    }
+    fn open(
+        &self,
+        _kind: shoal_raft::RecordKind,
+        sealed: Vec<u8>,
+    ) -> Result<Vec<u8>, shoal_raft::CodecError> {
+        Ok(sealed)
+    }
+}
+
+/// Indexes applied, each once and in order.
+fn assert_applied_once(items: &[(u64, Vec<u8>)]) {
+    assert!(
+        items.windows(2).all(|w| w[0].0 < w[1].0),
+        "an entry was applied twice or out of order: {items:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_core_that_stops_by_itself_is_restarted_on_the_same_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let codec = Arc::new(FlakyCodec::default());
+    let target = Arc::new(ListTarget::default());
+    let node = RaftNode::open_with_codec(
+        dir.path(),
+        cfg(1),
+        codec.clone(),
+        target.clone(),
+        Arc::new(NoTransport),
+    )
+    .await
+    .unwrap();
+    node.initialize_single().await.unwrap();
+    node.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let mut watch = node.watch();
+    for i in 0..5u32 {
+        node.propose(format!("a{i}").into_bytes()).await.unwrap();
+    }
+
+    // The log cannot be written: openraft's core stops with a storage error.
+    codec.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = node.propose(b"lost".to_vec()).await.unwrap_err();
+    assert_eq!(
+        err,
+        RaftError::NoQuorum,
+        "an unknown outcome, not a shutdown"
+    );
+    eventually("a restart", Duration::from_secs(10), || {
+        node.restarts() >= 1
+    })
+    .await;
+    codec.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // The same handle works again, on a new core: it leads, takes writes, applies each once.
+    node.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let index = node.propose(b"after".to_vec()).await.unwrap();
+    let items = target.items();
+    assert_eq!(items.last(), Some(&(index, b"after".to_vec())));
+    assert_eq!(items.len(), 6, "{items:?}");
+    assert_applied_once(&items);
+    assert_eq!(node.metrics().role, RaftRole::Leader);
+    // The node's watch never showed the stop.
+    assert!(watch.borrow_and_update().running_state.is_ok());
+    node.shutdown().await.unwrap();
+    assert!(watch.borrow_and_update().running_state.is_err());
+    assert!(matches!(
+        node.propose(b"x".to_vec()).await,
+        Err(RaftError::Shutdown)
+    ));
+
+    // Everything acknowledged is in the log: a fresh open replays it.
+    let again = Arc::new(ListTarget::default());
+    let node = RaftNode::open_with_codec(
+        dir.path(),
+        cfg(1),
+        Arc::new(FlakyCodec::default()),
+        again.clone(),
+        Arc::new(NoTransport),
+    )
+    .await
+    .unwrap();
+    let reopened = again.items();
+    assert_eq!(reopened, items);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_follower_whose_core_stops_restarts_and_catches_up() {
+    let net = LocalTransport::new();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    let codecs: Vec<Arc<FlakyCodec>> = (0..3).map(|_| Arc::default()).collect();
+    for id in 1..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(ListTarget::default());
+        let node = RaftNode::open_with_codec(
+            dir.path(),
+            cfg(id),
+            codecs[(id - 1) as usize].clone(),
+            target.clone(),
+            Arc::new(net.for_node(id)),
+        )
+        .await
+        .unwrap();
+        net.register(&node);
+        nodes.push((node, target));
+        dirs.push(dir);
+    }
+    let members: std::collections::BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| {
+            let addr = format!("node-{id}");
+            (id, BasicNode { addr })
+        })
+        .collect();
+    nodes[0].0.raft().initialize(members).await.unwrap();
+    let leader = nodes[0]
+        .0
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let follower = (1..=3u64).find(|id| *id != leader).unwrap();
+    let (lnode, ltarget) = &nodes[(leader - 1) as usize];
+    let (fnode, ftarget) = &nodes[(follower - 1) as usize];
+    lnode.propose(b"one".to_vec()).await.unwrap();
+
+    codecs[(follower - 1) as usize]
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The next append reaching the follower stops its core; the other two still commit.
+    lnode.propose(b"two".to_vec()).await.unwrap();
+    eventually("the follower to restart", Duration::from_secs(10), || {
+        fnode.restarts() >= 1
+    })
+    .await;
+    codecs[(follower - 1) as usize]
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    lnode.propose(b"three".to_vec()).await.unwrap();
+    eventually("the follower to catch up", Duration::from_secs(10), || {
+        ftarget.items() == ltarget.items()
+    })
+    .await;
+    assert_applied_once(&ftarget.items());
+    assert_eq!(ftarget.items().len(), 3);
+    // It forwards writes again, through the transport that still knows it.
+    fnode.propose_anywhere(b"four".to_vec()).await.unwrap();
+    assert_eq!(ftarget.items().len(), 4);
+    for (n, _) in &nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A transport that holds `AppendEntries` requests larger than `threshold` bytes for `delay`
+/// (a big append on a busy link), and everything else not at all.
+struct SlowBigAppends {
+    inner: LocalTransport,
+    threshold: usize,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl shoal_raft::RaftTransport for SlowBigAppends {
+    async fn send(
+        &self,
+        target: u64,
+        addr: &str,
+        kind: shoal_raft::RpcKind,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, shoal_raft::TransportError> {
+        if kind == shoal_raft::RpcKind::AppendEntries && request.len() > self.threshold {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.inner.send(target, addr, kind, request, timeout).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn appends_slower_than_a_heartbeat_still_commit() {
+    let net = LocalTransport::new();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for id in 1..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(ListTarget::default());
+        let transport = SlowBigAppends {
+            inner: net.for_node(id),
+            threshold: 16 * 1024,
+            // Twenty heartbeat intervals (openraft alone gives an append one), and longer than
+            // a follower waits for its leader (the lease, 300 ms, plus 150-300 ms).
+            delay: Duration::from_millis(1000),
+        };
+        let node = RaftNode::open(dir.path(), cfg(id), target.clone(), Arc::new(transport))
+            .await
+            .unwrap();
+        net.register(&node);
+        nodes.push((node, target));
+        dirs.push(dir);
+    }
+    let members: std::collections::BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| {
+            let addr = format!("node-{id}");
+            (id, BasicNode { addr })
+        })
+        .collect();
+    nodes[0].0.raft().initialize(members).await.unwrap();
+    let leader = nodes[0]
+        .0
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (lnode, ltarget) = &nodes[(leader - 1) as usize];
+    eventually("all agree on the leader", Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .all(|(n, _)| n.metrics().leader == Some(leader))
+    })
+    .await;
+    let term = lnode.metrics().term;
+    // Large writes, several at once (retries then carry more entries than the first attempt).
+    let big = |i: u8| vec![i; 64 * 1024];
+    let writes = (0..6u8).map(|i| lnode.propose(big(i)));
+    for r in futures::future::join_all(writes).await {
+        r.expect("a large write commits");
+    }
+    eventually("every node applied them", Duration::from_secs(10), || {
+        nodes.iter().all(|(_, t)| t.items() == ltarget.items())
+    })
+    .await;
+    assert_eq!(ltarget.items().len(), 6);
+    for (_, t) in &nodes {
+        assert_applied_once(&t.items());
+    }
+    // The followers kept hearing from their leader while the appends ran: no election.
+    for (n, _) in &nodes {
+        let m = n.metrics();
+        assert_eq!((m.term, m.leader), (term, Some(leader)), "node {}", n.id());
+    }
+    for (n, _) in &nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// Deadlines follow tokio's clock: on a paused clock (the simulation's) a write that finds no
+/// leader gives up after `propose_timeout_ms` of that clock.
+#[tokio::test(start_paused = true)]
+async fn deadlines_follow_the_paused_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RaftConfig {
+        propose_timeout_ms: 60_000,
+        ..cfg(1)
+    };
+    // Never initialized: no leader, ever.
+    let (node, _t) = open_single(dir.path(), c).await;
+    let start = tokio::time::Instant::now();
+    let res = tokio::time::timeout(
+        Duration::from_secs(90),
+        node.propose_anywhere(b"x".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        res.expect("gave up within the deadline on tokio's clock"),
+        Err(RaftError::NoQuorum)
+    );
+    assert!(start.elapsed() >= Duration::from_secs(60));
+    let res = tokio::time::timeout(
+        Duration::from_secs(90),
+        node.wait_leader(Duration::from_secs(60)),
+    )
+    .await;
+    assert_eq!(res.expect("within the deadline"), Err(RaftError::NoQuorum));
+    node.shutdown().await.unwrap();
+}
+
+/// On a paused clock, nodes started together tick together: two followers whose leader goes
+/// away often stand for the same term at the same instant and split the vote (one leader per
+/// term), and openraft 0.9 keeps each node's election timeout for its lifetime, so they could
+/// split again term after term. Every round here must elect a leader among the survivors.
+#[tokio::test(start_paused = true)]
+async fn split_votes_do_not_repeat_forever() {
+    // Every node draws (nearly) the same election timeout: the worst case, every time.
+    let c = Cluster::start(3, |c| RaftConfig {
+        heartbeat_ms: 100,
+        election_timeout_ms: (400, 401),
+        ..c
+    })
+    .await;
+    // A message takes a moment: both candidates stand before either hears of the other.
+    c.net
+        .set_delay(Duration::from_millis(10), Duration::from_millis(10));
+    for round in 0..8 {
+        let old = c.agreed_leader(&[1, 2, 3]).await;
+        c.net.isolate(old);
+        let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+        let elected = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let m = c.node(others[0]).0.metrics();
+                if m.leader.is_some_and(|l| l != old) && m.role != RaftRole::Candidate {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            elected.is_ok(),
+            "round {round}: no leader among {others:?} after 120 s"
+        );
+        c.net.heal();
+    }
+    c.shutdown().await;
+}

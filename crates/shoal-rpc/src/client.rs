@@ -31,7 +31,26 @@ use crate::handlers::{BodyStream, IssueRequest, IssuedCertificate, ManagerMember
 use crate::pb;
 use crate::server::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
 use crate::tls::{connector, error_chain, h2_client_config};
-use crate::RpcError;
+use crate::{PeerRole, RpcError};
+
+/// What a manager answers to `Dispatcher.Register` / `Dispatcher.Heartbeat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The heartbeat period.
+    pub period: Duration,
+    /// The managers' node-to-node addresses (empty: the manager did not say).
+    pub managers: Vec<String>,
+    /// The role the swarm records for the caller (`None`: the manager did not say).
+    pub role: Option<PeerRole>,
+}
+
+fn role_from_text(s: &str) -> Option<PeerRole> {
+    match s {
+        "manager" => Some(PeerRole::Manager),
+        "worker" => Some(PeerRole::Worker),
+        _ => None,
+    }
+}
 
 /// The TLS server name presented by default: managers' certificates carry it (as in swarmkit).
 pub const DEFAULT_SERVER_NAME: &str = "swarm-manager";
@@ -227,6 +246,17 @@ impl NodeClient {
         description: &engine::NodeDescription,
         addr: &str,
     ) -> Result<(Duration, Vec<String>), RpcError> {
+        let s = self.register_info(node_id, description, addr).await?;
+        Ok((s.period, s.managers))
+    }
+
+    /// `Dispatcher.Register`, with everything the manager answered.
+    pub async fn register_info(
+        &self,
+        node_id: &str,
+        description: &engine::NodeDescription,
+        addr: &str,
+    ) -> Result<SessionInfo, RpcError> {
         let r = client!(self, dispatcher_client::DispatcherClient)
             .register(pb::RegisterRequest {
                 description_json: convert::to_json("the node description", description)?,
@@ -235,7 +265,11 @@ impl NodeClient {
             })
             .await?
             .into_inner();
-        Ok((Duration::from_millis(r.period_ms), r.managers))
+        Ok(SessionInfo {
+            period: Duration::from_millis(r.period_ms),
+            managers: r.managers,
+            role: role_from_text(&r.role),
+        })
     }
 
     /// `Dispatcher.Heartbeat`: keeps the session; returns the heartbeat period.
@@ -248,13 +282,23 @@ impl NodeClient {
         &self,
         node_id: &str,
     ) -> Result<(Duration, Vec<String>), RpcError> {
+        let s = self.heartbeat_info(node_id).await?;
+        Ok((s.period, s.managers))
+    }
+
+    /// `Dispatcher.Heartbeat`, with everything the manager answered.
+    pub async fn heartbeat_info(&self, node_id: &str) -> Result<SessionInfo, RpcError> {
         let r = client!(self, dispatcher_client::DispatcherClient)
             .heartbeat(pb::HeartbeatRequest {
                 node_id: node_id.to_string(),
             })
             .await?
             .into_inner();
-        Ok((Duration::from_millis(r.period_ms), r.managers))
+        Ok(SessionInfo {
+            period: Duration::from_millis(r.period_ms),
+            managers: r.managers,
+            role: role_from_text(&r.role),
+        })
     }
 
     /// `Dispatcher.Assignments`: the node's assignment sets, the current one first.

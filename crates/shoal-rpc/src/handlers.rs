@@ -113,6 +113,12 @@ pub trait DispatcherHandler: Send + Sync + 'static {
     fn manager_addrs(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The role the swarm records for `node_id`, sent with every register and heartbeat
+    /// answer: a node whose certificate says otherwise renews it and changes roles
+    /// (`node promote` / `node demote`). `None`: say nothing.
+    fn node_role(&self, _node_id: &str) -> Option<PeerRole> {
+        None
+    }
 }
 
 /// A Raft member, as named in membership requests.

@@ -31,8 +31,8 @@
 //! | `Ca.GetRootCa` | anyone, anonymous too | returns the root CA certificate (PEM); a joining node checks it against the token's digest |
 //! | `Ca.IssueCertificate` | anyone, anonymous too | CSR + join token -> node ID, certificate, root, role, manager addresses, cluster ID; a wrong token is refused by the handler |
 //! | `Ca.RenewCertificate` | any node | CSR -> a new certificate for the calling node (identity from its current certificate) |
-//! | `Dispatcher.Register` | any node | opens the caller's agent session (description JSON, address) -> heartbeat period, managers' addresses |
-//! | `Dispatcher.Heartbeat` | any node | keeps the session -> heartbeat period, managers' addresses |
+//! | `Dispatcher.Register` | any node | opens the caller's agent session (description JSON, address) -> heartbeat period, managers' addresses, the caller's recorded role |
+//! | `Dispatcher.Heartbeat` | any node | keeps the session -> heartbeat period, managers' addresses, the caller's recorded role |
 //! | `Dispatcher.Assignments` | any node | server stream of the caller's full assignment sets (JSON), re-sent on change |
 //! | `Dispatcher.ReportStatus` | any node | task status updates (JSON) for tasks on the caller's node |
 //! | `Raft.Call` | managers | one openraft RPC as bytes (`RpcKind` code + payload) -> the reply bytes; `RpcKind::Propose` carries a follower's store write to the leader |
@@ -98,7 +98,7 @@ pub mod pb {
 }
 
 pub use auth::{authorize, Access, ConnInfo, Method, Peer, PeerFn, PeerRole};
-pub use client::{fetch_root_ca, ClientOptions, NodeClient, DEFAULT_SERVER_NAME};
+pub use client::{fetch_root_ca, ClientOptions, NodeClient, SessionInfo, DEFAULT_SERVER_NAME};
 pub use error::{RpcError, LEADER_ADDR_METADATA};
 pub use handlers::{
     BodyStream, CaHandler, ControlHandler, DispatcherHandler, Handlers, IssueRequest,

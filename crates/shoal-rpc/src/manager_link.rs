@@ -15,7 +15,8 @@
 //!
 //!  register / heartbeat answers carry the managers' addresses: a non-empty list that differs
 //!  from the known one replaces it (set_managers), so the link follows managers that join,
-//!  leave or move
+//!  leave or move; and the role the swarm records for this node, published on `role_watch`
+//!  (the daemon changes roles when it differs from its certificate's: promote / demote)
 //! ```
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,8 +27,9 @@ use futures::{Future, StreamExt};
 use shoal_agent::worker::{LinkError, ManagerLink};
 use shoal_api::dispatch::{AssignmentSet, StatusUpdate};
 use shoal_api::engine;
+use tokio::sync::watch;
 
-use crate::{ClientOptions, NodeClient, RpcError};
+use crate::{ClientOptions, NodeClient, PeerRole, RpcError};
 
 /// A [`ManagerLink`] to remote managers, failing over between them.
 #[derive(Clone)]
@@ -39,6 +41,8 @@ struct Inner {
     tls: RwLock<Arc<rustls::ClientConfig>>,
     opts: ClientOptions,
     state: Mutex<State>,
+    /// The role the managers last said this node has.
+    role: watch::Sender<Option<PeerRole>>,
 }
 
 #[derive(Default)]
@@ -118,6 +122,7 @@ impl RemoteManagerLink {
                     managers,
                     ..State::default()
                 }),
+                role: watch::channel(None).0,
             }),
         }
     }
@@ -131,6 +136,22 @@ impl RemoteManagerLink {
     /// listed.
     pub fn set_managers(&self, managers: Vec<String>) {
         self.inner.set_managers(managers);
+    }
+
+    /// The role the managers last said this node has (`None` until one says), updated by
+    /// every register and heartbeat answer.
+    pub fn role_watch(&self) -> watch::Receiver<Option<PeerRole>> {
+        self.inner.role.subscribe()
+    }
+
+    fn learn_role(&self, role: Option<PeerRole>) {
+        if role.is_some() {
+            self.inner.role.send_if_modified(|r| {
+                let changed = *r != role;
+                *r = role;
+                changed
+            });
+        }
     }
 
     /// The manager currently connected to, if any.
@@ -222,23 +243,26 @@ impl ManagerLink for RemoteManagerLink {
         addr: &str,
     ) -> Result<Duration, LinkError> {
         let description = &description;
-        let (period, managers) = self
+        let info = self
             .call("registering with a manager", |c| async move {
-                c.register_session(node_id, description, addr).await
+                c.register_info(node_id, description, addr).await
             })
             .await?;
-        self.inner.learn_managers(managers);
-        Ok(period)
+        self.inner.learn_managers(info.managers);
+        self.learn_role(info.role);
+        Ok(info.period)
     }
 
     async fn heartbeat(&self, node_id: &str) -> Result<Duration, LinkError> {
-        let (period, managers) = self
-            .call("heartbeat", |c| async move {
-                c.heartbeat_session(node_id).await
-            })
+        let info = self
+            .call(
+                "heartbeat",
+                |c| async move { c.heartbeat_info(node_id).await },
+            )
             .await?;
-        self.inner.learn_managers(managers);
-        Ok(period)
+        self.inner.learn_managers(info.managers);
+        self.learn_role(info.role);
+        Ok(info.period)
     }
 
     async fn assignments(

@@ -229,6 +229,11 @@ struct DispSvc {
     stop: watch::Receiver<bool>,
 }
 
+/// A role as the session answers name it (empty: unknown).
+fn role_text(role: Option<crate::PeerRole>) -> String {
+    role.map(|r| r.to_string()).unwrap_or_default()
+}
+
 fn period_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -249,6 +254,7 @@ impl pb::dispatcher_server::Dispatcher for DispSvc {
         Ok(Response::new(pb::RegisterResponse {
             period_ms: period_ms(period),
             managers: h.manager_addrs(),
+            role: role_text(h.node_role(&peer.node_id)),
         }))
     }
 
@@ -264,6 +270,7 @@ impl pb::dispatcher_server::Dispatcher for DispSvc {
         Ok(Response::new(pb::HeartbeatResponse {
             period_ms: period_ms(period),
             managers: h.manager_addrs(),
+            role: role_text(h.node_role(&peer.node_id)),
         }))
     }
 

@@ -79,6 +79,8 @@ struct TestDispatcher {
     streams: Mutex<Vec<mpsc::UnboundedReceiver<AssignmentSet>>>,
     /// What `manager_addrs` answers.
     managers: Mutex<Vec<String>>,
+    /// What `node_role` answers.
+    role: Mutex<Option<PeerRole>>,
 }
 
 impl TestDispatcher {
@@ -140,6 +142,10 @@ impl DispatcherHandler for TestDispatcher {
 
     fn manager_addrs(&self) -> Vec<String> {
         self.managers.lock().unwrap().clone()
+    }
+
+    fn node_role(&self, _node_id: &str) -> Option<PeerRole> {
+        *self.role.lock().unwrap()
     }
 }
 
@@ -932,6 +938,26 @@ async fn the_link_learns_the_managers_from_register_and_heartbeat_answers() {
     let (period, managers) = client.heartbeat_session("worker1").await.unwrap();
     assert_eq!(period, Duration::from_secs(4));
     assert_eq!(managers.len(), 2);
+
+    // The recorded role: nothing said keeps the last known; a change is published.
+    let mut role = link.role_watch();
+    assert_eq!(*role.borrow_and_update(), None);
+    assert_eq!(client.heartbeat_info("worker1").await.unwrap().role, None);
+    *c.dispatcher.role.lock().unwrap() = Some(PeerRole::Worker);
+    link.heartbeat("worker1").await.unwrap();
+    assert!(role.has_changed().unwrap());
+    assert_eq!(*role.borrow_and_update(), Some(PeerRole::Worker));
+    *c.dispatcher.role.lock().unwrap() = Some(PeerRole::Manager);
+    assert_eq!(
+        client.heartbeat_info("worker1").await.unwrap().role,
+        Some(PeerRole::Manager)
+    );
+    link.heartbeat("worker1").await.unwrap();
+    assert_eq!(*role.borrow_and_update(), Some(PeerRole::Manager));
+    *c.dispatcher.role.lock().unwrap() = None;
+    link.heartbeat("worker1").await.unwrap();
+    assert!(!role.has_changed().unwrap());
+    assert_eq!(*link.role_watch().borrow(), Some(PeerRole::Manager));
     c.server.stop().await;
 }
 

@@ -8,12 +8,13 @@
 //!   │ seat 1 │     │ seat 2 │     │ seat 3 │   seat = directory + (when up) a live incarnation:
 //!   └────────┘     └────────┘     └────────┘     RaftNode + Store (StoreTarget / SimProposer)
 //!                                                 ├─ metrics watcher ─► TermLog (invariant 1);
-//!                                                 │   a Raft core that quits on its own is a
-//!                                                 │   violation (known openraft defect: the
-//!                                                 │   supervisor restarts the manager)
+//!                                                 │   a Raft node that stops on its own is a
+//!                                                 │   violation (RaftNode restarts a core that
+//!                                                 │   quits by itself; journaled)
 //!                                                 └─ role loop: when Leader, every pass_interval:
-//!                                                      read_barrier ─► own log applied
-//!                                                      ─► Manager::pass(sim now)
+//!                                                      Manager::guarded_pass(sim now): the
+//!                                                      daemon's guard (read_barrier ─► own log
+//!                                                      applied) ─► the pass
 //!
 //!  crash(id):   unregister from the network, stop the loops, RaftNode::shutdown, drop the store
 //!  restart(id): new empty Store ─► RaftNode::open(same dir): snapshot restore + log replay
@@ -29,20 +30,21 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shoal_manager::guard::OwnLogGuard;
 use shoal_manager::manager::Manager;
 use shoal_raft::openraft::{BasicNode, ServerState};
 use shoal_raft::{LocalTransport, RaftConfig, RaftNode, RaftRole};
 use shoal_store::Store;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Journal, SimClock};
 use crate::config::{PassGuard, SimConfig};
-use crate::glue::{SimProposer, StoreTarget};
-use crate::invariants::{self, TermLog, Violations};
+use crate::glue::{SimLog, SimProposer, StoreTarget};
+use crate::invariants::{TermLog, Violations};
 
 /// A manager that is up: its Raft node and its store.
 #[derive(Clone)]
@@ -88,8 +90,6 @@ pub struct Cluster {
     terms: TermLog,
     violations: Violations,
     stats: Arc<Stats>,
-    /// Managers whose Raft core stopped on its own, for the supervisor to restart.
-    fatal_tx: mpsc::UnboundedSender<u64>,
 }
 
 impl Cluster {
@@ -117,7 +117,6 @@ impl Cluster {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("creating a manager directory: {e}"))?;
-        let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             cfg: cfg.clone(),
             net,
@@ -128,9 +127,7 @@ impl Cluster {
             terms: TermLog::for_build(),
             violations,
             stats: Arc::default(),
-            fatal_tx,
         });
-        tokio::spawn(supervise(Arc::downgrade(&cluster), fatal_rx));
         for id in 1..=cfg.managers {
             cluster.open(id).await?;
         }
@@ -262,7 +259,6 @@ impl Cluster {
                 self.terms.clone(),
                 self.violations.clone(),
                 self.journal.clone(),
-                self.fatal_tx.clone(),
                 stop_rx.clone(),
             )),
             tokio::spawn(role_loop(
@@ -391,17 +387,18 @@ fn temp_root() -> std::io::Result<tempfile::TempDir> {
 }
 
 /// Records every (term, leader) this node's metrics show (invariant 1), journals role and
-/// term changes, and reports a Raft core that stops without being asked (a fatal error).
+/// term changes and restarts of the Raft core (`RaftNode` restarts a core that quits by itself),
+/// and reports a Raft node that stops without being asked (a fatal error) as a violation.
 async fn watch_metrics(
     raft: RaftNode,
     terms: TermLog,
     violations: Violations,
     journal: Journal,
-    fatal_tx: mpsc::UnboundedSender<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut rx = raft.raft().metrics();
+    let mut rx = raft.watch();
     let mut last = None;
+    let mut restarts = 0;
     loop {
         let (id, term, state, leader, fatal) = {
             let m = rx.borrow_and_update();
@@ -411,19 +408,16 @@ async fn watch_metrics(
         // The harness stops a node only after telling this watcher (crash, end of run).
         if let Some(fatal) = fatal.filter(|_| !*stop.borrow()) {
             let v = format!("manager {id}'s Raft stopped by itself: {fatal}");
-            if fatal.contains(OPENRAFT_SNAPSHOT_FATAL) && !invariants::strict() {
-                // A known openraft 0.9 defect: restart the manager, as a supervisor would.
-                journal.note(format!("KNOWN DEFECT {v}; restarting it"));
-                violations.known(format!(
-                    "openraft 0.9 RaftCore quit (\"{OPENRAFT_SNAPSHOT_FATAL}\"): a snapshot was \
-                     requested from a replication stream that had already exited"
-                ));
-                let _ = fatal_tx.send(id);
-            } else {
-                journal.note(format!("VIOLATION {v}"));
-                violations.report(v);
-            }
+            journal.note(format!("VIOLATION {v}"));
+            violations.report(v);
             return;
+        }
+        if raft.restarts() != restarts {
+            restarts = raft.restarts();
+            journal.note(format!(
+                "manager {id}: its Raft core stopped by itself and was restarted \
+                 ({restarts} so far)"
+            ));
         }
         let mut claims = Vec::new();
         if state == ServerState::Leader {
@@ -455,26 +449,6 @@ async fn watch_metrics(
     }
 }
 
-/// The fatal error openraft 0.9.25 raises when its core asks a replication stream that has
-/// already exited (after seeing a higher vote) to send a snapshot (`raft_core.rs`,
-/// `Command::Replicate` with `Inflight::Snapshot`): the core quits and the node is dead.
-pub const OPENRAFT_SNAPSHOT_FATAL: &str = "replication channel closed";
-
-/// Restarts managers whose Raft core stopped on its own (a process supervisor's job).
-async fn supervise(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<u64>) {
-    while let Some(id) = rx.recv().await {
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
-        cluster.crash(id).await;
-        if let Err(e) = cluster.open(id).await {
-            cluster
-                .violations
-                .report(format!("restarting manager {id} after a fatal error: {e}"));
-        }
-    }
-}
-
 /// What a manager runs besides Raft: when it leads, an orchestration pass every
 /// `pass_interval`, each after the configured [`PassGuard`] (by default: a read barrier, so a
 /// new leader plans on everything committed, then its own log applied, so a proposal of an
@@ -487,7 +461,18 @@ async fn role_loop(
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let manager = Manager::new(me.store.clone());
+    // `OwnLog` is the daemon's leader guard (shoal-manager's `OwnLogGuard`); the weaker
+    // guards are done here, before an unguarded pass.
+    let manager = match cfg.pass_guard {
+        PassGuard::OwnLog => Manager::with_guard(
+            me.store.clone(),
+            OwnLogGuard::shared(SimLog {
+                node: me.raft.clone(),
+                wait: Duration::from_millis(cfg.raft.propose_timeout_ms),
+            }),
+        ),
+        PassGuard::ReadBarrier | PassGuard::None => Manager::new(me.store.clone()),
+    };
     let mut leading = false;
     loop {
         tokio::select! {
@@ -507,23 +492,16 @@ async fn role_loop(
             leading = true;
         }
         let pass = async {
-            if cfg.pass_guard != PassGuard::None {
+            if cfg.pass_guard == PassGuard::ReadBarrier {
                 me.raft
                     .read_barrier()
                     .await
                     .map_err(|e| format!("read barrier: {e}"))?;
             }
-            if cfg.pass_guard == PassGuard::OwnLog {
-                let last = me.raft.metrics().last_log;
-                let timeout = Duration::from_millis(cfg.raft.propose_timeout_ms);
-                me.raft
-                    .raft()
-                    .wait(Some(timeout))
-                    .applied_index_at_least(last, "the leader's own log applied")
-                    .await
-                    .map_err(|e| format!("waiting for the own log: {e}"))?;
-            }
-            manager.pass(clock.now()).await.map_err(|e| e.to_string())
+            manager
+                .guarded_pass(clock.now())
+                .await
+                .map_err(|e| e.to_string())
         };
         let res = tokio::select! {
             r = pass => r,

@@ -40,7 +40,8 @@ pub enum PassGuard {
     None,
     /// A read barrier.
     ReadBarrier,
-    /// A read barrier, then the leader's own log applied.
+    /// A read barrier, then the leader's own log applied: the daemon's leader guard
+    /// (`shoal_manager::guard::OwnLogGuard`), which the leader loop runs.
     OwnLog,
 }
 
@@ -97,10 +98,9 @@ pub struct SimConfig {
     /// the daemon does); without, they fail with "not the leader" and the client retries.
     /// `SHOAL_SIM_FORWARD=0` turns it off.
     pub forwarding: bool,
-    /// Report a write the store refused on apply the daemon's way: `Ok(index)` from the
-    /// proposer, then the error the store recorded when applying that index (lost when the
-    /// node catches up from a snapshot instead). Off: the refusal is reported directly.
-    /// `SHOAL_SIM_DAEMON_REJECTIONS=1` turns it on.
+    /// Report a write the store refused on apply the daemon's way: the store error the leader
+    /// saw (carried by `RaftError::Rejected`), e.g. `update out of sequence`. Off: a "rejected
+    /// when applied" message. On by default; `SHOAL_SIM_DAEMON_REJECTIONS=0` turns it off.
     pub daemon_rejections: bool,
     /// How often the leader runs an orchestration pass.
     pub pass_interval: Duration,
@@ -130,7 +130,8 @@ impl SimConfig {
             start_failure_rate: 0.1,
             pass_guard: PassGuard::from_env().unwrap_or(PassGuard::OwnLog),
             forwarding: std::env::var("SHOAL_SIM_FORWARD").map_or(true, |v| v != "0"),
-            daemon_rejections: std::env::var_os("SHOAL_SIM_DAEMON_REJECTIONS").is_some(),
+            daemon_rejections: std::env::var("SHOAL_SIM_DAEMON_REJECTIONS")
+                .map_or(true, |v| v != "0"),
             pass_interval: Duration::from_millis(100),
             raft: RaftConfig {
                 heartbeat_ms: 100,
@@ -183,8 +184,8 @@ impl SimConfig {
         if !self.forwarding {
             env.push("SHOAL_SIM_FORWARD=0".into());
         }
-        if self.daemon_rejections {
-            env.push("SHOAL_SIM_DAEMON_REJECTIONS=1".into());
+        if !self.daemon_rejections {
+            env.push("SHOAL_SIM_DAEMON_REJECTIONS=0".into());
         }
         if crate::invariants::strict() {
             env.push("SHOAL_SIM_STRICT=1".into());

@@ -1,16 +1,24 @@
 //! Store ↔ Raft glue, as the daemon's `raft_glue.rs` does it (follower writes forwarded to the
 //! leader), except that errors stay recognisable to the simulated client: without forwarding a
 //! write sent to a follower fails with "not the leader" (never proposed: the client retries on
-//! the leader), and a write the store refused when applying it fails with "rejected when
-//! applied" (definitely not applied). The daemon folds the first into its no-quorum message.
+//! the leader; the daemon folds it into its no-quorum message). A write the store refused when
+//! applying it fails, as in the daemon, with the store error the leader saw (or, with
+//! `daemon_rejections` off, "rejected when applied"): definitely not applied either way.
 //!
 //! ```text
 //!  Store::update ──► SimProposer::propose ──► RaftNode::propose ──► (replicated, committed)
 //!        ▲                                                               │
 //!        └── Ok(index) ◄── StoreTarget::apply ◄── Store::apply_payload ◄─┘
 //! ```
+//!
+//! [`SimLog`] is the Raft log as the manager's pass guard sees it
+//! ([`shoal_manager::guard::OwnLogGuard`], the daemon's leader guard), so the leader loop here
+//! runs the product's guard.
+
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+use shoal_manager::guard::ReplicatedLog;
 use shoal_raft::{RaftError, RaftNode, StateMachineTarget};
 use shoal_store::{Proposer, Store, StoreError};
 
@@ -46,10 +54,9 @@ pub struct SimProposer {
     pub node: RaftNode,
     /// Forward writes made on a follower to the leader.
     pub forward: bool,
-    /// Map a write refused on apply to `Ok(index)` as the daemon does, leaving the store to
-    /// report the error it recorded when applying that index. A node that catches up from a
-    /// snapshot never applies the index and records nothing: the write is acknowledged (see
-    /// `tests/scenarios.rs`). Off by default: the refusal is reported as such.
+    /// Report a write refused on apply as the daemon does: the store error the leader's store
+    /// refused it with (`StoreError::from_rejection` of the reason), e.g. `update out of
+    /// sequence` or a name conflict. Off: a "rejected when applied" message instead.
     pub daemon_rejections: bool,
 }
 
@@ -66,7 +73,9 @@ impl Proposer for SimProposer {
             };
             match res {
                 Ok(index) => Ok(index),
-                Err(RaftError::Rejected { index, .. }) if daemon_rejections => Ok(index),
+                Err(RaftError::Rejected { reason, .. }) if daemon_rejections => {
+                    Err(StoreError::from_rejection(&reason))
+                }
                 Err(RaftError::NotLeader { leader, .. }) => Err(StoreError::Unavailable(format!(
                     "{NOT_LEADER} (leader: {leader:?})"
                 ))),
@@ -75,6 +84,43 @@ impl Proposer for SimProposer {
                 )),
                 Err(other) => Err(StoreError::Unavailable(other.to_string())),
             }
+        })
+    }
+}
+
+/// A manager's Raft log for the product's pass guard, as the daemon's leader loop wraps its
+/// own: read barrier, last log index, wait until applied (bounded by `wait`).
+pub struct SimLog {
+    /// The node.
+    pub node: RaftNode,
+    /// How long to wait for an index to be applied.
+    pub wait: Duration,
+}
+
+impl ReplicatedLog for SimLog {
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.node
+                .read_barrier()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn last_log_index(&self) -> Option<u64> {
+        self.node.metrics().last_log
+    }
+
+    fn wait_applied(&self, index: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.node
+                .raft()
+                .wait(Some(self.wait))
+                .applied_index_at_least(Some(index), "the leader's own log applied")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 }

@@ -5,8 +5,8 @@
 //!  ────────────                                     ────────────────────────────
 //!  (1) TermLog: every (term, leader) seen in any    (2) every acknowledged client write is in
 //!      manager's Raft metrics; two leaders in one       every manager's state (ledger check)
-//!      term is a violation (an anomaly under        (3) every manager's state is the same
-//!      openraft's multi-leader terms, see TermLog)
+//!      term is a violation (standard Raft:          (3) every manager's state is the same
+//!      openraft's single-term-leader, see TermLog)
 //!  (S) every manager's store: at most one task per  (4) each replicated service: slots 1..=N
 //!      slot that is desired running AND running         have exactly one task desired running
 //!  (P) the agents: at most one live process per         and running, none above N; the agents
@@ -16,8 +16,8 @@
 //! ```
 //!
 //! Violations are collected in [`Violations`]; the driver stops the run at the first one. A
-//! violation that matches a known, reported defect ([`known_defect`]) is recorded as a hit and
-//! shown with the run instead (`SHOAL_SIM_STRICT=1`: a violation like any other).
+//! violation that matches a known, reported defect is recorded as a hit and shown with the run
+//! instead (`SHOAL_SIM_STRICT=1`: a violation like any other).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ use shoal_api::TaskState;
 use shoal_store::StoreState;
 
 /// Invariant violations seen so far (shared by every observer of a run), and hits of known
-/// defects (see [`known_defect`]), which are reported with the run instead of failing it.
+/// defects, which are reported with the run instead of failing it.
 #[derive(Clone, Default)]
 pub struct Violations {
     seen: Arc<Mutex<Vec<String>>>,
@@ -73,54 +73,37 @@ pub fn strict() -> bool {
     std::env::var_os("SHOAL_SIM_STRICT").is_some()
 }
 
-/// Recognises a known shoal-manager defect behind a slot running two processes, and names it.
-///
-/// Stop-first update superseded mid-way: update 1 asks the running task A to stop and creates
-/// B gated on A (`shoal.wait-for`); update 2 comes before A has stopped, shuts B down (it never
-/// reached a node) and creates C gated on B, or not gated at all, but not on A; C starts while
-/// A still runs. (`tests/scenarios.rs`: `a_second_stop_first_update_waits_for_the_task_still
-/// _running`.)
-pub fn known_defect(state: &StoreState, tasks: &[&str]) -> Option<&'static str> {
-    let ts: Vec<&shoal_api::Task> = tasks.iter().filter_map(|t| state.tasks.get(*t)).collect();
-    let stopping: Vec<&&shoal_api::Task> = ts
-        .iter()
-        .filter(|t| t.desired_state == TaskState::Shutdown)
-        .collect();
-    let running: Vec<&&shoal_api::Task> = ts
-        .iter()
-        .filter(|t| t.desired_state == TaskState::Running)
-        .collect();
-    let [old] = stopping.as_slice() else {
-        return None;
-    };
-    let [new] = running.as_slice() else {
-        return None;
-    };
-    let gate = new.labels.get(shoal_manager::allocator::WAIT_FOR_LABEL);
-    let gate_never_placed = gate
-        .and_then(|g| state.tasks.get(g))
-        .is_none_or(|g| g.node_id.is_none());
-    (gate.map(String::as_str) != Some(old.id.as_str())
-        && gate_never_placed
-        && new.spec_version > old.spec_version + 1)
-        .then_some("stop-first update superseded before the old task stopped: the new task is not gated on it")
+/// Service names are unique (case-insensitive), as the store enforces when entries apply: two
+/// creates of one name through two managers, or a create retried after a timeout, leave one.
+pub fn service_names_unique(state: &StoreState) -> Result<(), String> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for svc in state.services.values() {
+        if let Some(other) = seen.insert(svc.name().to_ascii_lowercase(), &svc.id) {
+            return Err(format!(
+                "services {other} and {} are both named {}",
+                svc.id,
+                svc.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether this build of openraft can elect two leaders in one term. Without its
-/// `single-term-leader` feature (shoal-raft's build), openraft identifies a leader by
-/// `(term, node id)`, totally ordered, and a voter that granted `(t, 3)` grants `(t, 4)` too: a
-/// term can have several leaders, the later with the higher node id. That is safe by
-/// openraft's own rules (log entries carry the full leader id) but is not standard Raft.
+/// `single-term-leader` feature, openraft identifies a leader by `(term, node id)`, totally
+/// ordered, and a voter that granted `(t, 3)` grants `(t, 4)` too: a term can have several
+/// leaders, the later with the higher node id (safe by openraft's own rules, not standard
+/// Raft). shoal-raft builds openraft with `single-term-leader`, so this is `false`.
 pub fn openraft_allows_leaders_per_term() -> bool {
     std::any::type_name::<shoal_raft::openraft::CommittedLeaderId<u64>>().contains("leader_id_adv")
 }
 
 /// Invariant (1): the leaders seen for each term, from every manager's metrics.
 ///
-/// Strict (standard Raft, and the default when openraft is built with one leader per term): a
-/// second leader in a term is a violation. Lenient (openraft's multi-leader terms): it is
-/// recorded as an anomaly, reported with the run, and the driver checks the consequences
-/// instead (no acknowledged write lost, every manager converges).
+/// Strict (standard Raft; the default, since shoal-raft builds openraft with one leader per
+/// term): a second leader in a term is a violation. Lenient (only for a build of openraft with
+/// multi-leader terms): it is recorded as an anomaly, reported with the run, and the driver
+/// checks the consequences instead (no acknowledged write lost, every manager converges).
 #[derive(Clone, Default)]
 pub struct TermLog {
     seen: Arc<Mutex<BTreeMap<u64, BTreeMap<u64, u64>>>>,
@@ -137,7 +120,8 @@ impl TermLog {
         }
     }
 
-    /// The log for this build: strict unless openraft allows several leaders per term, or when
+    /// The log for this build: strict (this build of openraft has one leader per term); lenient
+    /// only for a build of openraft that allows several leaders per term, unless
     /// `SHOAL_SIM_STRICT` (or `SHOAL_SIM_STRICT_TERMS`) is set.
     pub fn for_build() -> TermLog {
         let strict = strict() || std::env::var_os("SHOAL_SIM_STRICT_TERMS").is_some();
@@ -264,11 +248,12 @@ pub fn replicas_converged(state: &StoreState) -> Result<(), String> {
 /// among tasks that `state` does not have on their way out (desired `remove`, which a scale-down
 /// followed by a scale-up may legitimately overlap with the slot's new task).
 ///
-/// `Ok(Some(defect))` when the only slots running twice match a [`known_defect`].
+/// (A stop-first update superseded before its old task stopped used to start the new task at
+/// once, a known defect this check tolerated; fixed in shoal-manager, it is a violation now.)
 pub fn at_most_one_process_per_slot(
     state: &StoreState,
     processes: &[(String, String, u64)],
-) -> Result<Option<String>, String> {
+) -> Result<(), String> {
     let mut per_slot: BTreeMap<(&str, u64), Vec<&str>> = BTreeMap::new();
     for (task, service, slot) in processes {
         let leaving = state
@@ -282,20 +267,15 @@ pub fn at_most_one_process_per_slot(
                 .push(task.as_str());
         }
     }
-    let mut known = None;
-    for ((service, slot), ids) in per_slot.iter().filter(|(_, ids)| ids.len() > 1) {
-        let what = format!(
+    if let Some(((service, slot), ids)) = per_slot.iter().find(|(_, ids)| ids.len() > 1) {
+        return Err(format!(
             "slot {slot} of service {} runs {} processes at once: tasks {}",
             service_name(state, service),
             ids.len(),
             ids.join(", ")
-        );
-        match known_defect(state, ids) {
-            Some(defect) if !strict() => known = Some(format!("{defect} ({what})")),
-            _ => return Err(what),
-        }
+        ));
     }
-    Ok(known)
+    Ok(())
 }
 
 /// After settling: the agents run exactly the tasks that are desired running and running.
@@ -413,7 +393,8 @@ mod tests {
     }
 
     #[test]
-    fn the_superseded_stop_first_update_is_recognised_and_nothing_else() {
+    fn a_slot_running_two_processes_is_a_violation() {
+        // The superseded stop-first update (once a known defect): A still runs, C started.
         let a = task("a", 1, "shutdown", "running", Some("n1"), None);
         let b = task("b", 2, "shutdown", "shutdown", None, Some("a"));
         let c = task("c", 3, "running", "running", Some("n2"), Some("b"));
@@ -422,25 +403,17 @@ mod tests {
             ("a".to_string(), "s".to_string(), 1),
             ("c".to_string(), "s".to_string(), 1),
         ];
-        assert!(known_defect(&st, &["a", "c"]).is_some());
-        if !strict() {
-            assert!(matches!(
-                at_most_one_process_per_slot(&st, &procs),
-                Ok(Some(_))
-            ));
-        }
-        // Gated on the running task: not that defect (and the gate would have held it).
-        let a = task("a", 1, "shutdown", "running", Some("n1"), None);
-        let c = task("c", 3, "running", "running", Some("n2"), Some("a"));
-        let st = state_of(vec![a, c]);
-        assert!(known_defect(&st, &["a", "c"]).is_none());
-        assert!(at_most_one_process_per_slot(&st, &procs).is_err());
+        let e = at_most_one_process_per_slot(&st, &procs).expect_err("two processes");
+        assert!(e.contains("runs 2 processes at once"), "{e}");
+        // One process per slot is fine.
+        assert_eq!(at_most_one_process_per_slot(&st, &procs[1..]), Ok(()));
     }
 
     #[test]
-    fn shoal_raft_builds_openraft_with_leader_ids_per_term() {
-        // If this fails, openraft is now built with `single-term-leader`: invariant (1) is
-        // strict again and this test (and the lenient mode) can go.
-        assert!(openraft_allows_leaders_per_term());
+    fn shoal_raft_builds_openraft_with_one_leader_per_term() {
+        // shoal-raft builds openraft with `single-term-leader` (standard Raft): invariant (1)
+        // is strict for this build, with no environment variable.
+        assert!(!openraft_allows_leaders_per_term());
+        assert!(!TermLog::for_build().is_lenient());
     }
 }

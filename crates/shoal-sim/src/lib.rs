@@ -14,7 +14,7 @@
 //!   ┌─────────── managers (RaftNode + Store, redb in a temp dir) ───────────┐
 //!   │  manager 1            manager 2            manager 3   …              │
 //!   │     └──────── LocalTransport: isolate · cut · heal · loss · delay ────┘
-//!   │  the leader: read barrier, own log applied ─► Manager::pass(sim now) every 100 ms
+//!   │  the leader: Manager::guarded_pass(sim now) every 100 ms (read barrier, own log applied)
 //!   └─ crash = shutdown + drop; restart = reopen the same dir (snapshot + log replay)
 //!                                       │ assignments / status reports (Dispatcher)
 //!   agents (fake worker nodes, ready) ◄─┘ start tasks, fail some, stop what should stop
@@ -34,28 +34,32 @@
 //!
 //! ## What it found
 //! Each is reproduced deterministically by an ignored test in `tests/scenarios.rs`.
-//! - openraft (as shoal-raft builds it, without `single-term-leader`) can elect two leaders in
-//!   one term: leaders are `(term, node id)`. Invariant (1) is therefore lenient for this build
-//!   (see [`invariants::TermLog`]); `SHOAL_SIM_STRICT=1` makes it strict.
+//! - (Fixed) openraft built without `single-term-leader` can elect two leaders in one term:
+//!   leaders are `(term, node id)`. shoal-raft now builds it with that feature (standard Raft)
+//!   and invariant (1) is strict ([`invariants::TermLog`]).
 //! - A new leader that plans at once plans on a store that lacks its predecessor's last writes,
 //!   and a proposal that timed out stays in the leader's log and may commit after the next plan:
-//!   either way a slot gets two tasks. The leader loop here waits for a read barrier and its own
-//!   log first ([`PassGuard::OwnLog`]); the daemon's does not.
-//! - Checks made in a store transaction (a service name is unique, ...) run against the
-//!   proposing manager's store and are not repeated on apply: two creates through two
-//!   followers, or a create retried after a timeout, leave two services with one name.
-//! - A write forwarded from a lagging follower and refused on apply is acknowledged when the
-//!   follower catches up from a snapshot, with the daemon's way of reporting refusals
-//!   ([`SimConfig::daemon_rejections`], off here).
+//!   either way a slot gets two tasks. Fixed: the manager awaits a pass guard before each pass,
+//!   and the daemon's leader (like the leader loop here, [`PassGuard::OwnLog`]) uses
+//!   `shoal_manager::guard::OwnLogGuard`: a read barrier, then its own log applied.
+//! - (Fixed) Checks made in a store transaction (a service name is unique, ...) ran against the
+//!   proposing manager's store and were not repeated on apply: two creates through two
+//!   followers, or a create retried after a timeout, left two services with one name. The
+//!   store now enforces them when a batch applies (checked after settling: names unique).
+//! - (Fixed) A write forwarded from a lagging follower and refused on apply was acknowledged
+//!   when the follower caught up from a snapshot: the daemon looked the refusal up in its own
+//!   store's apply. It now reports the refusal the leader saw ([`SimConfig::daemon_rejections`],
+//!   on here as in the daemon).
 //! - A stop-first rolling update superseded by a second update before the old task stopped
-//!   starts the new task at once: the slot runs two tasks. The monitor reports it as a known
-//!   defect ([`invariants::known_defect`]) unless `SHOAL_SIM_STRICT=1`.
-//! - openraft 0.9.25 quits its Raft core (the manager is dead until restarted) when it asks a
-//!   replication stream that already exited after seeing a higher vote to send a snapshot
-//!   ("replication channel closed"). The cluster's supervisor restarts such a manager and the
-//!   run reports the hit (a violation with `SHOAL_SIM_STRICT=1`).
-//! - `StoreState::last_index` of a manager restored from a snapshot ending with a blank entry
-//!   differs from the other replicas' (a known-defect hit of invariant (3) unless strict).
+//!   started the new task at once: the slot ran two tasks. Fixed: a replacement waits for every
+//!   older task of its slot still running on a live node.
+//! - (Fixed) openraft 0.9.25 (the latest 0.9) quits its Raft core when it asks a replication
+//!   stream that already exited after seeing a higher vote to send a snapshot ("replication
+//!   channel closed"): the manager was dead until restarted. `RaftNode` now restarts a core
+//!   that stops by itself, on the same storage and handle; the run journals each restart, and
+//!   a Raft node that stops for good is a violation.
+//! - (Fixed) `StoreState::last_index` of a manager restored from a snapshot ending with a blank
+//!   entry differed from the other replicas' (restore raised it to the snapshot's index).
 //!
 //! ## Use
 //! ```no_run
@@ -66,8 +70,8 @@
 //! runs 200 seeds per topology, `SHOAL_SIM_SEED=17` exactly one (`SHOAL_SIM_MANAGERS=3|5` to
 //! pick the topology), `SHOAL_SIM_PROFILE=hostile` a nastier configuration,
 //! `SHOAL_SIM_GUARD=read|none` a weaker leader loop (`none` is what the daemon's leader loop
-//! does), `SHOAL_SIM_FORWARD=0` no follower forwarding, `SHOAL_SIM_DAEMON_REJECTIONS=1` the
-//! daemon's reporting of refused writes, `SHOAL_SIM_TRACE=1` prints the journal live
+//! did before it had a pass guard), `SHOAL_SIM_FORWARD=0` no follower forwarding, `SHOAL_SIM_DAEMON_REJECTIONS=0` a
+//! reporting of refused writes other than the daemon's, `SHOAL_SIM_TRACE=1` prints the journal live
 //! and `SHOAL_SIM_LOG=debug` turns on tracing output; `SHOAL_SIM_JOURNAL_LINES` sets how much
 //! of the journal a failure prints (400 lines by default). A failure prints the seed, the command
 //! that reruns it, the leader's tasks and the end of the journal.

@@ -12,20 +12,25 @@
 //!  entry i commits, then pass 2's entry: two tasks desired running in slot 1
 //! ```
 //!
-//! Waiting for the leader's own log to be applied before planning (`PassGuard::OwnLog`) rules it
-//! out; a read barrier alone does not (it covers what was committed when it was called).
+//! Waiting for the leader's own log to be applied before planning rules it out; a read barrier
+//! alone does not (it covers what was committed when it was called). The manager now awaits a
+//! pass guard before every pass, and the daemon's leader (like the simulation's,
+//! `PassGuard::OwnLog`) uses `shoal_manager::guard::OwnLogGuard`: read barrier, own log applied.
 //!
-//! The same holds for a client retrying `service create` after a timeout: the name check runs
-//! in the transaction against the leader's applied state, not when the entry is applied, so the
-//! first attempt committing late leaves two services with one name; with follower forwarding,
-//! two clients creating one name through two followers at once get the same result.
+//! The same held for a client retrying `service create` after a timeout: the name check ran
+//! only in the transaction, against the leader's applied state, so the first attempt committing
+//! late left two services with one name; with follower forwarding, two clients creating one
+//! name through two followers at once got the same result. (Fixed: the store checks service
+//! names and published ports again when an entry applies.)
 //!
 //! And a write forwarded from a lagging follower that the store refuses when applying it (a
-//! stale version) is reported as a success if the follower then catches up from a snapshot:
-//! the refusal is only recorded by applying the entry.
+//! stale version) was reported as a success if the follower then caught up from a snapshot:
+//! the refusal was only recorded by applying the entry. (Fixed: the proposer reports the
+//! leader's refusal.)
 //!
 //! Finally a new leader that plans at once, before committing an entry of its own term, plans
-//! on a store that lacks its predecessor's last writes (a read barrier is enough there).
+//! on a store that lacks its predecessor's last writes (a read barrier is enough there; the
+//! daemon's guard starts with one).
 //!
 //! The `#[ignore]`d tests show the defects: they fail while the defects exist.
 
@@ -34,14 +39,54 @@ use std::time::Duration;
 
 use shoal_api::{engine, TaskState};
 use shoal_manager::control::{Control, ControlError};
+use shoal_manager::guard::OwnLogGuard;
 use shoal_manager::manager::Manager;
 use shoal_sim::clock::{Journal, SimClock};
-use shoal_sim::cluster::{eventually, Cluster};
+use shoal_sim::cluster::{eventually, Cluster, Live};
+use shoal_sim::glue::SimLog;
 use shoal_sim::invariants::Violations;
-use shoal_sim::{PassGuard, SimConfig};
+use shoal_sim::SimConfig;
 
-/// Runs the scenario with `guard` before the second pass; returns how many tasks of the service
-/// end up desired running.
+/// How the leader plans (again) in the scenarios below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Replan {
+    /// A read barrier, then a plain `Manager::pass`.
+    ReadBarrierOnly,
+    /// What each pass of the daemon's leader loop (`Manager::run`) is: `Manager::guarded_pass`
+    /// behind the leader guard (read barrier, then the leader's own log applied).
+    Guarded,
+}
+
+/// A manager over `leader`'s store with the daemon's leader guard.
+fn guarded_manager(leader: &Live) -> Manager {
+    Manager::with_guard(
+        leader.store.clone(),
+        OwnLogGuard::shared(SimLog {
+            node: leader.raft.clone(),
+            wait: Duration::from_secs(5),
+        }),
+    )
+}
+
+/// Plans on `leader` as `how` says.
+async fn replan(leader: &Live, clock: &SimClock, how: Replan) {
+    match how {
+        Replan::ReadBarrierOnly => {
+            leader.raft.read_barrier().await.expect("read barrier");
+            Manager::new(leader.store.clone())
+                .pass(clock.now())
+                .await
+                .expect("the pass");
+        }
+        Replan::Guarded => {
+            guarded_manager(leader)
+                .guarded_pass(clock.now())
+                .await
+                .expect("the guarded pass");
+        }
+    }
+}
+
 /// Three managers with idle role loops (the tests run the passes themselves) and a short
 /// proposal timeout, bootstrapped; returns the cluster and its clock.
 async fn quiet_cluster() -> (Arc<Cluster>, SimClock) {
@@ -89,7 +134,9 @@ fn web() -> engine::ServiceSpec {
     }
 }
 
-async fn timed_out_write_then_replan(guard: PassGuard) -> usize {
+/// Runs the timed-out write scenario, planning the second time as `how` says; returns how many
+/// tasks of the service end up desired running.
+async fn timed_out_write_then_replan(how: Replan) -> usize {
     let (cluster, clock) = quiet_cluster().await;
     let leader = cluster.leader().expect("leader");
     let service = Control::new(leader.store.clone())
@@ -112,25 +159,8 @@ async fn timed_out_write_then_replan(guard: PassGuard) -> usize {
         "still the leader"
     );
 
-    // Pass 2 after the guard.
-    match guard {
-        PassGuard::None => {}
-        PassGuard::ReadBarrier => {
-            leader.raft.read_barrier().await.expect("read barrier");
-        }
-        PassGuard::OwnLog => {
-            leader.raft.read_barrier().await.expect("read barrier");
-            let last = leader.raft.metrics().last_log;
-            leader
-                .raft
-                .raft()
-                .wait(Some(Duration::from_secs(5)))
-                .applied_index_at_least(last, "own log")
-                .await
-                .expect("own log applied");
-        }
-    }
-    manager.pass(clock.now()).await.expect("second pass");
+    // Pass 2 as `how` says.
+    replan(&leader, &clock, how).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let desired = leader.store.view(|s| {
         s.tasks_of_service(&service)
@@ -141,31 +171,34 @@ async fn timed_out_write_then_replan(guard: PassGuard) -> usize {
     desired
 }
 
+/// The daemon's leader loop after a pass whose write timed out: it used to plan the slot again
+/// at once (two tasks). Each pass of `Manager::run` is now a `guarded_pass`: the leader guard
+/// waits for the leader's own log, the timed-out entry included, to be applied first. (With a
+/// plain `pass` instead, this fails: two tasks.)
 #[tokio::test(start_paused = true)]
-async fn waiting_for_the_own_log_plans_a_timed_out_write_once() {
-    assert_eq!(timed_out_write_then_replan(PassGuard::OwnLog).await, 1);
-}
-
-/// The bug, reproduced: without waiting for its own log the leader plans the slot twice.
-/// Ignored because it shows a known defect of planning right after a failed pass (see the
-/// module docs); run with `--ignored`.
-#[tokio::test(start_paused = true)]
-#[ignore = "demonstrates the duplicate-task defect of a pass after a timed-out write"]
 async fn replanning_after_a_timed_out_write_duplicates_the_slot() {
-    assert_eq!(timed_out_write_then_replan(PassGuard::None).await, 1);
+    assert_eq!(timed_out_write_then_replan(Replan::Guarded).await, 1);
 }
 
-/// Same with a read barrier only.
+/// Documentation, kept ignored: a read barrier alone does not cover the leader's pending
+/// proposals (it waits for what was committed when it was called, and the timed-out entry is
+/// not committed yet), so the slot gets two tasks: why the leader guard also waits for the own
+/// log. Run with `--ignored` to see it fail.
 #[tokio::test(start_paused = true)]
-#[ignore = "demonstrates that a read barrier does not cover the leader's pending proposals"]
+#[ignore = "demonstrates that a read barrier alone does not cover the leader's pending proposals"]
 async fn a_read_barrier_does_not_cover_a_timed_out_write() {
-    assert_eq!(timed_out_write_then_replan(PassGuard::ReadBarrier).await, 1);
+    assert_eq!(
+        timed_out_write_then_replan(Replan::ReadBarrierOnly).await,
+        1
+    );
 }
 
-/// A client retrying `service create` after a timeout: both attempts commit, and the name that
-/// must be unique is held by two services. Ignored (known defect); run with `--ignored`.
+/// A client retrying `service create` after a timeout: both attempts commit. The name check
+/// in the retry's transaction passes (the first attempt is not applied yet), but the store
+/// refuses the second entry when it applies (the first one holds the name by then), on every
+/// manager alike: one service, and the retry is told the name is taken, as Docker tells a
+/// retry whose first attempt went through. (Before the fix: two services named `web`.)
 #[tokio::test(start_paused = true)]
-#[ignore = "demonstrates that service name uniqueness is not enforced when entries apply"]
 async fn a_retried_create_after_a_timeout_duplicates_the_name() {
     let (cluster, _clock) = quiet_cluster().await;
     let leader = cluster.leader().expect("leader");
@@ -181,16 +214,22 @@ async fn a_retried_create_after_a_timeout_duplicates_the_name() {
         .store
         .view(|s| s.services.values().filter(|s| s.name() == "web").count());
     cluster.shutdown().await;
-    assert!(second.is_ok(), "{second:?}");
+    match &second {
+        Ok(_) => {}
+        Err(ControlError::Conflict(m)) => assert_eq!(
+            m, "name conflicts with an existing object: service web already exists",
+            "the retry is refused with Docker's conflict"
+        ),
+        Err(e) => panic!("the retry fails only with a name conflict: {e:?}"),
+    }
     assert_eq!(named_web, 1, "services named web");
 }
 
 /// A write that is forwarded from a lagging follower and refused when applied (its version is
 /// stale) is reported as a success when the follower then catches up from a snapshot instead of
-/// applying the entry: the store only learns of apply errors by applying. Ignored (known
-/// defect); run with `--ignored`.
+/// applying the entry, if the refusal is looked up in the follower's own apply. Fixed: the
+/// proposer reports the refusal the leader saw (`RaftError::Rejected` carries it).
 #[tokio::test(start_paused = true)]
-#[ignore = "demonstrates a write refused on apply acknowledged after a snapshot install"]
 async fn a_forwarded_write_refused_on_apply_is_not_acknowledged() {
     let (cluster, _clock) = quiet_cluster_with(|cfg| {
         cfg.forwarding = true;
@@ -318,7 +357,7 @@ async fn a_forwarded_write_refused_on_apply_is_reported_when_the_proposer_says_s
 /// A new leader plans with `guard` as soon as it leads, after the old leader committed a task
 /// that the new one has in its log but has not applied yet (it learns the commit index only by
 /// committing an entry of its own term). Returns how many tasks end up desired running.
-async fn new_leader_plans(guard: PassGuard) -> usize {
+async fn new_leader_plans(how: Replan) -> usize {
     let (cluster, clock) = quiet_cluster().await;
     let old = cluster.leader().expect("leader");
     let service = Control::new(old.store.clone())
@@ -361,16 +400,7 @@ async fn new_leader_plans(guard: PassGuard) -> usize {
         }
     };
     let before = new.store.view(|s| s.tasks_of_service(&service).count());
-    match guard {
-        PassGuard::None => {}
-        PassGuard::ReadBarrier | PassGuard::OwnLog => {
-            new.raft.read_barrier().await.expect("read barrier");
-        }
-    }
-    Manager::new(new.store.clone())
-        .pass(clock.now())
-        .await
-        .expect("the new leader's pass");
+    replan(&new, &clock, how).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let desired = new.store.view(|s| {
         s.tasks_of_service(&service)
@@ -387,23 +417,22 @@ async fn new_leader_plans(guard: PassGuard) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn a_new_leader_behind_a_read_barrier_plans_once() {
-    assert_eq!(new_leader_plans(PassGuard::ReadBarrier).await, 1);
+    assert_eq!(new_leader_plans(Replan::ReadBarrierOnly).await, 1);
 }
 
-/// What the daemon's leader loop does (`Manager::run` as soon as this manager leads): the
-/// new leader plans on a store that lacks the old leader's last writes. Ignored (known
-/// defect); run with `--ignored`.
+/// What the daemon's leader loop does: `Manager::run` as soon as this manager leads. It used
+/// to plan on a store that lacked the old leader's last writes (two tasks); its passes are now
+/// guarded passes, whose read barrier brings those writes in first. (With a plain `pass`
+/// instead, this fails: two tasks.)
 #[tokio::test(start_paused = true)]
-#[ignore = "demonstrates a new leader planning before it applied its predecessor's writes"]
 async fn a_new_leader_planning_at_once_duplicates_the_slot() {
-    assert_eq!(new_leader_plans(PassGuard::None).await, 1);
+    assert_eq!(new_leader_plans(Replan::Guarded).await, 1);
 }
 
 /// Two clients create the same service name at the same time through two followers: each
-/// follower checks the name against its own store, both forward, both commit. Ignored (known
-/// defect); run with `--ignored`.
+/// follower checks the name against its own store, both forward, both commit; the store
+/// refuses the second entry when it applies (before the fix, both services existed).
 #[tokio::test(start_paused = true)]
-#[ignore = "demonstrates that forwarded creates are not checked for name conflicts on apply"]
 async fn concurrent_creates_through_two_followers_duplicate_the_name() {
     let (cluster, _clock) = quiet_cluster_with(|cfg| {
         cfg.forwarding = true;
@@ -424,17 +453,24 @@ async fn concurrent_creates_through_two_followers_duplicate_the_name() {
         .store
         .view(|s| s.services.values().filter(|s| s.name() == "web").count());
     cluster.shutdown().await;
-    assert!(ra.is_ok() || rb.is_ok(), "{ra:?} {rb:?}");
     assert_eq!(named_web, 1, "services named web ({ra:?}, {rb:?})");
+    let (won, lost) = match (&ra, &rb) {
+        (Ok(_), other) | (other, Ok(_)) => (true, other),
+        _ => (false, &ra),
+    };
+    assert!(won, "one create succeeds: {ra:?} {rb:?}");
+    assert!(
+        matches!(lost, Err(ControlError::Conflict(m)) if m.contains("name conflicts")),
+        "the other is refused with Docker's conflict: {ra:?} {rb:?}"
+    );
 }
 
 /// A stop-first rolling update replaced by a second update before the first one's old task has
-/// stopped: the second replacement is gated on the first replacement (which never reached a
-/// node), not on the old task still running, so it is scheduled at once and the slot runs two
+/// stopped: the second replacement was gated on the first replacement (which never reached a
+/// node), not on the old task still running, so it was scheduled at once and the slot ran two
 /// tasks. Found by the random simulation (seed 50, five managers). One store, no Raft: this is
-/// orchestration alone. Ignored (known defect); run with `--ignored`.
+/// orchestration alone. Fixed: a replacement waits for every task of its slot still on a node.
 #[tokio::test(start_paused = true)]
-#[ignore = "demonstrates a stop-first update superseded mid-way starting a task too early"]
 async fn a_second_stop_first_update_waits_for_the_task_still_running() {
     use shoal_api::{Object, TaskStatus};
     let store = shoal_store::Store::new();
@@ -528,9 +564,8 @@ async fn a_second_stop_first_update_waits_for_the_task_still_running() {
 /// ends with `StoreState::last_index` = that entry's index (`Store::restore_bytes` raises it to
 /// the snapshot index), while the managers that applied the log keep the index of the last
 /// store write: the replicas' states differ. Found by the random simulation (seed 75, five
-/// managers). Ignored (known defect); run with `--ignored`.
+/// managers). Fixed: a restore keeps the snapshot's own `last_index`.
 #[tokio::test(start_paused = true)]
-#[ignore = "demonstrates last_index differing between a snapshot-restored replica and the others"]
 async fn a_replica_restored_from_a_snapshot_has_the_same_state() {
     let (cluster, _clock) = quiet_cluster_with(|cfg| {
         cfg.raft.propose_timeout_ms = 2_000;
@@ -550,21 +585,27 @@ async fn a_replica_restored_from_a_snapshot_has_the_same_state() {
         .await
         .expect("created");
     let next_node = cluster.live(next).expect("up");
-    next_node
-        .raft
-        .raft()
-        .trigger()
-        .elect()
-        .await
-        .expect("elect");
-    assert!(
-        eventually(Duration::from_secs(10), Duration::from_millis(10), || {
+    // With one leader per term (standard Raft) the old leader, which steps down when it sees
+    // the higher term, may win the election that follows instead: ask again until `next` leads.
+    let mut leads = false;
+    for _ in 0..20 {
+        next_node
+            .raft
+            .raft()
+            .trigger()
+            .elect()
+            .await
+            .expect("elect");
+        leads = eventually(Duration::from_secs(3), Duration::from_millis(10), || {
             cluster.leader().is_some_and(|l| l.id == next)
                 && next_node.raft.metrics().last_applied == next_node.raft.metrics().last_log
         })
-        .await,
-        "manager {next} leads"
-    );
+        .await;
+        if leads {
+            break;
+        }
+    }
+    assert!(leads, "manager {next} leads");
     cluster.net().heal();
     let away_node = cluster.live(away).expect("up");
     assert!(

@@ -22,11 +22,16 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The Raft payload of this batch: JSON, compressed when large (see `codec`).
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(self).map_err(|e| StoreError::Codec(e.to_string()))
+        serde_json::to_vec(self)
+            .map(crate::codec::pack)
+            .map_err(|e| StoreError::Codec(e.to_string()))
     }
+    /// Reads a payload made by [`Batch::encode`] (or plain JSON, as older entries are).
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Codec(e.to_string()))
+        let json = crate::codec::unpack(bytes)?;
+        serde_json::from_slice(&json).map_err(|e| StoreError::Codec(e.to_string()))
     }
 }
 
@@ -79,16 +84,7 @@ impl StoreState {
     }
 
     fn version_of(&self, kind: ObjectKind, id: &str) -> Option<u64> {
-        match kind {
-            ObjectKind::Cluster => self
-                .cluster
-                .as_ref()
-                .filter(|c| c.id == id)
-                .map(|c| c.meta.version),
-            ObjectKind::Node => self.nodes.get(id).map(|o| o.meta.version),
-            ObjectKind::Service => self.services.get(id).map(|o| o.meta.version),
-            ObjectKind::Task => self.tasks.get(id).map(|o| o.meta.version),
-        }
+        self.meta_of(kind, id).map(|m| m.version)
     }
 
     /// Tasks of a service (any state).
@@ -153,7 +149,9 @@ impl StoreState {
         }
     }
 
-    /// Checks that every action of the batch can apply to the current state.
+    /// Checks that every action of the batch can apply to the current state: IDs, versions, and
+    /// the uniqueness rules of `rules` (service names, published ports). Deterministic: every
+    /// replica refuses the same batches.
     pub fn check(&self, batch: &Batch) -> Result<(), StoreError> {
         // Track IDs created/deleted earlier in the same batch.
         let mut present: BTreeMap<(ObjectKind, String), Option<u64>> = BTreeMap::new();
@@ -209,19 +207,34 @@ impl StoreState {
                 }
             }
         }
-        Ok(())
+        crate::rules::check_services(self, batch)
     }
 
     /// Applies a batch at log `index`, atomically: on error nothing changes.
     pub fn apply(&mut self, index: u64, batch: &Batch) -> Result<Vec<Event>, StoreError> {
         self.check(batch)?;
-        let mut events = Vec::with_capacity(batch.actions.len());
-        for action in &batch.actions {
+        Ok(self.apply_checked(index, batch.actions.iter().cloned()))
+    }
+
+    /// [`StoreState::apply`] of a batch this replica owns (decoded from the log): its objects
+    /// move into the state instead of being copied.
+    pub fn apply_owned(&mut self, index: u64, batch: Batch) -> Result<Vec<Event>, StoreError> {
+        self.check(&batch)?;
+        Ok(self.apply_checked(index, batch.actions.into_iter()))
+    }
+
+    fn apply_checked(
+        &mut self,
+        index: u64,
+        actions: impl ExactSizeIterator<Item = Action>,
+    ) -> Vec<Event> {
+        let mut events = Vec::with_capacity(actions.len());
+        for action in actions {
             match action {
-                Action::Create(o) | Action::Update(o) => {
-                    let mut o = o.clone();
+                Action::Create(mut o) | Action::Update(mut o) => {
                     o.meta_mut().version = index;
-                    let old = self.put(o.clone());
+                    let object = o.clone();
+                    let old = self.put(o);
                     let kind = if old.is_some() {
                         EventKind::Updated
                     } else {
@@ -230,12 +243,12 @@ impl StoreState {
                     events.push(Event {
                         index,
                         kind,
-                        object: o,
+                        object,
                         old,
                     });
                 }
                 Action::Delete(kind, id) => {
-                    if let Some(old) = self.remove(*kind, id) {
+                    if let Some(old) = self.remove(kind, &id) {
                         events.push(Event {
                             index,
                             kind: EventKind::Deleted,
@@ -247,7 +260,21 @@ impl StoreState {
             }
         }
         self.last_index = self.last_index.max(index);
-        Ok(events)
+        events
+    }
+
+    /// The metadata of an object, without copying the object.
+    pub(crate) fn meta_of(&self, kind: ObjectKind, id: &str) -> Option<&shoal_api::Meta> {
+        match kind {
+            ObjectKind::Cluster => self
+                .cluster
+                .as_ref()
+                .filter(|c| c.id == id)
+                .map(|c| &c.meta),
+            ObjectKind::Node => self.nodes.get(id).map(|o| &o.meta),
+            ObjectKind::Service => self.services.get(id).map(|o| &o.meta),
+            ObjectKind::Task => self.tasks.get(id).map(|o| &o.meta),
+        }
     }
 
     fn put(&mut self, o: Object) -> Option<Object> {
@@ -256,13 +283,21 @@ impl StoreState {
             Object::Node(n) => self.nodes.insert(n.id.clone(), n).map(Object::Node),
             Object::Service(s) => self.services.insert(s.id.clone(), s).map(Object::Service),
             Object::Task(t) => {
-                let old = self.tasks.remove(&t.id);
-                if let Some(old) = &old {
-                    self.unindex_task(old);
+                let Some(slot) = self.tasks.get_mut(&t.id) else {
+                    self.index_task(&t.id, &t.service_id, t.node_id.as_deref());
+                    self.tasks.insert(t.id.clone(), t);
+                    return None;
+                };
+                // Replaced in place (a remove and an insert would shift the B-tree's large
+                // values twice); the indexes change only if the task moved.
+                let moved = (slot.service_id != t.service_id || slot.node_id != t.node_id)
+                    .then(|| (t.id.clone(), t.service_id.clone(), t.node_id.clone()));
+                let old = std::mem::replace(slot, t);
+                if let Some((id, service_id, node_id)) = moved {
+                    self.unindex_task(&old);
+                    self.index_task(&id, &service_id, node_id.as_deref());
                 }
-                self.index_task(&t.id, &t.service_id, t.node_id.as_deref());
-                self.tasks.insert(t.id.clone(), t);
-                old.map(Object::Task)
+                Some(Object::Task(old))
             }
         }
     }

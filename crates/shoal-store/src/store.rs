@@ -4,13 +4,14 @@ use crate::state::{Batch, Event, StoreState};
 use crate::tx::Tx;
 use crate::StoreError;
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 
 /// Replicates an encoded [`Batch`]; resolves with the log index once the batch was applied to
-/// this store (through [`Store::apply_payload`]).
+/// this store (through [`Store::apply_payload`]). A batch that was committed but refused on
+/// apply resolves with the error it was refused with ([`StoreError::from_rejection`] of the
+/// reason [`Store::apply_payload`] returned).
 pub trait Proposer: Send + Sync + 'static {
     fn propose(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<u64, StoreError>>;
 }
@@ -21,7 +22,10 @@ struct Inner {
     write: tokio::sync::Mutex<()>,
     proposer: RwLock<Option<Arc<dyn Proposer>>>,
     local_index: AtomicU64,
-    apply_errors: Mutex<HashMap<u64, StoreError>>,
+    /// The batch this store is proposing (one at a time: the write lock) and its payload: when
+    /// the entry comes back to be applied here, the batch is used instead of decoding the
+    /// payload again (the same bytes decode to the same batch).
+    proposing: Mutex<Option<(Vec<u8>, Batch)>>,
 }
 
 /// Shared handle to the store; cheap to clone.
@@ -37,7 +41,14 @@ impl Default for Store {
 }
 
 /// Capacity of the watch channel; slower watchers see `Lagged` and must re-read the state.
-const WATCH_CAPACITY: usize = 65536;
+///
+/// The channel keeps every event until each receiver has seen it, so one receiver that is
+/// not polled (an agent's assignment stream blocked on a frozen or slow node) pins up to this
+/// many events, each a full copy of the object and of its previous version (~8 KB inline plus
+/// the specs). At 65,536 that was most of a manager's memory after a burst of 10,000 tasks
+/// (three writes each); 1,024 (two of the manager's 500-intent transactions) bounds it to
+/// ~10 MB. Every watcher already treats `Lagged` as "re-read the state".
+const WATCH_CAPACITY: usize = 1024;
 
 impl Store {
     /// An empty store with no proposer: writes apply locally.
@@ -50,7 +61,7 @@ impl Store {
                 write: tokio::sync::Mutex::new(()),
                 proposer: RwLock::new(None),
                 local_index: AtomicU64::new(0),
-                apply_errors: Mutex::new(HashMap::new()),
+                proposing: Mutex::new(None),
             }),
         }
     }
@@ -117,33 +128,49 @@ impl Store {
             None => {
                 let index = self.inner.local_index.fetch_add(1, Ordering::SeqCst) + 1;
                 let index = index.max(self.read().last_index + 1);
-                self.apply_batch(index, &batch)?;
+                self.apply_batch(index, batch)?;
                 Ok(index)
             }
+            // A batch refused on apply comes back as the proposer's error (the reason the leader
+            // saw, identical on every replica), not from this store's own apply: a manager that
+            // catches up from a snapshot never applies the entry.
             Some(p) => {
-                let index = p.propose(batch.encode()?).await?;
-                let err = self
-                    .inner
-                    .apply_errors
-                    .lock()
-                    .ok()
-                    .and_then(|mut m| m.remove(&index));
-                match err {
-                    Some(e) => Err(e),
-                    None => Ok(index),
-                }
+                let start = std::time::Instant::now();
+                let actions = batch.actions.len();
+                let payload = batch.encode()?;
+                let bytes = payload.len();
+                let encoded = start.elapsed();
+                *self.proposing() = Some((payload.clone(), batch));
+                let res = p.propose(payload).await;
+                self.proposing().take();
+                tracing::debug!(
+                    actions,
+                    bytes,
+                    encode_us = encoded.as_micros() as u64,
+                    commit_us = (start.elapsed() - encoded).as_micros() as u64,
+                    ok = res.is_ok(),
+                    "store write"
+                );
+                res
             }
         }
     }
 
-    fn apply_batch(&self, index: u64, batch: &Batch) -> Result<(), StoreError> {
+    fn proposing(&self) -> std::sync::MutexGuard<'_, Option<(Vec<u8>, Batch)>> {
+        self.inner
+            .proposing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply_batch(&self, index: u64, batch: Batch) -> Result<(), StoreError> {
         let events = {
             let mut st = self.write_state();
             if index <= st.last_index && st.last_index > 0 {
                 // Already applied (replay after restore).
                 return Ok(());
             }
-            match st.apply(index, batch) {
+            match st.apply_owned(index, batch) {
                 Ok(ev) => ev,
                 Err(e) => {
                     st.last_index = st.last_index.max(index);
@@ -159,35 +186,44 @@ impl Store {
     }
 
     /// State machine entry point: applies a committed payload at `index`. A batch that does not
-    /// apply (a conflict) is skipped on every replica alike; the proposer sees the error.
+    /// apply (a conflict) is skipped on every replica alike; the error is returned as
+    /// [`StoreError::to_rejection`] text, which the Raft layer hands to the proposer.
     pub fn apply_payload(&self, index: u64, payload: &[u8]) -> Result<(), String> {
-        let res = Batch::decode(payload).and_then(|b| self.apply_batch(index, &b));
-        if let Err(e) = res {
-            if let Ok(mut m) = self.inner.apply_errors.lock() {
-                if m.len() > 1024 {
-                    m.clear();
-                }
-                m.insert(index, e.clone());
+        let own = {
+            let mut slot = self.proposing();
+            match slot.as_ref() {
+                Some((bytes, _)) if bytes.as_slice() == payload => slot.take().map(|(_, b)| b),
+                _ => None,
             }
-            return Err(e.to_string());
+        };
+        match own {
+            Some(b) => Ok(b),
+            None => Batch::decode(payload),
         }
-        Ok(())
+        .and_then(|b| self.apply_batch(index, b))
+        .map_err(|e| e.to_rejection())
     }
 
-    /// Serializes the whole applied state.
+    /// Serializes the whole applied state (JSON, compressed: see `codec`).
     pub fn snapshot_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&*self.read()).unwrap_or_default()
+        let json = serde_json::to_vec(&*self.read()).unwrap_or_default();
+        crate::codec::pack(json)
     }
 
-    /// Replaces the whole state from a snapshot taken at `index`.
-    pub fn restore_bytes(&self, index: u64, data: &[u8]) -> Result<(), String> {
+    /// Replaces the whole state from a snapshot taken at Raft log `index`.
+    ///
+    /// `last_index` stays what the snapshot recorded (the index of the last store write), not
+    /// `index`: the entries between them are Raft's own (blank, membership), which replicas that
+    /// applied the log never counted either, so every replica ends with the same state.
+    pub fn restore_bytes(&self, _index: u64, data: &[u8]) -> Result<(), String> {
         let mut st: StoreState = if data.is_empty() {
             StoreState::default()
         } else {
-            serde_json::from_slice(data).map_err(|e| format!("corrupt store snapshot: {e}"))?
+            let json =
+                crate::codec::unpack(data).map_err(|e| format!("corrupt store snapshot: {e}"))?;
+            serde_json::from_slice(&json).map_err(|e| format!("corrupt store snapshot: {e}"))?
         };
         st.reindex();
-        st.last_index = st.last_index.max(index);
         *self.write_state() = st;
         Ok(())
     }
@@ -323,6 +359,10 @@ mod tests {
         let snap = store.snapshot_bytes();
         let other = Store::new();
         other.restore_bytes(7, &snap).unwrap();
+        // The snapshot's own last write index, not the Raft index it was taken at (later
+        // Raft-only entries): the same state as the store it came from.
+        assert_eq!(other.view(|s| s.last_index), store.view(|s| s.last_index));
+        assert_eq!(other.view(|s| s.clone()), store.view(|s| s.clone()));
         assert_eq!(
             other.view(|s| s.tasks_on_node("n1").count()),
             1,
@@ -333,6 +373,150 @@ mod tests {
             store.view(|s| s.services.clone())
         );
         assert!(other.restore_bytes(1, b"{not json").is_err());
+    }
+
+    #[tokio::test]
+    async fn large_snapshots_and_batches_are_compressed_and_round_trip() {
+        let store = Store::new();
+        store
+            .update(|tx| {
+                for i in 0..50 {
+                    tx.create(Object::Task(task(&format!("t{i}"), "s1", Some("n1"))))?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        let snap = store.snapshot_bytes();
+        let json = serde_json::to_vec(&store.view(|s| s.clone())).unwrap();
+        assert!(
+            snap.len() * 4 < json.len(),
+            "{} vs {}",
+            snap.len(),
+            json.len()
+        );
+        let other = Store::new();
+        other.restore_bytes(1, &snap).unwrap();
+        assert_eq!(other.view(|s| s.clone()), store.view(|s| s.clone()));
+        // Snapshots written before compression (plain JSON) still load.
+        let old = Store::new();
+        old.restore_bytes(1, &json).unwrap();
+        assert_eq!(old.view(|s| s.clone()), store.view(|s| s.clone()));
+
+        let batch = Batch {
+            actions: store.view(|s| {
+                s.tasks
+                    .values()
+                    .map(|t| crate::Action::Update(Object::Task(t.clone())))
+                    .collect()
+            }),
+        };
+        let bytes = batch.encode().unwrap();
+        assert!(bytes.len() * 4 < serde_json::to_vec(&batch).unwrap().len());
+        assert_eq!(Batch::decode(&bytes).unwrap(), batch);
+        let plain = serde_json::to_vec(&batch).unwrap();
+        assert_eq!(Batch::decode(&plain).unwrap(), batch, "older entries");
+    }
+
+    /// Raft in one process: the proposed payload is applied to this store and to a follower.
+    struct Loopback {
+        me: std::sync::Weak<Inner>,
+        follower: Store,
+        next: AtomicU64,
+    }
+
+    impl Proposer for Loopback {
+        fn propose(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<u64, StoreError>> {
+            let index = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+            let me = self.me.upgrade().map(|inner| Store { inner });
+            let follower = self.follower.clone();
+            Box::pin(async move {
+                let me = me.ok_or_else(|| StoreError::Unavailable("gone".into()))?;
+                let _ = follower.apply_payload(index, &payload);
+                me.apply_payload(index, &payload)
+                    .map_err(|r| StoreError::from_rejection(&r))?;
+                Ok(index)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_proposer_applies_its_own_batch_as_the_others_decode_it() {
+        let leader = Store::new();
+        let follower = Store::new();
+        leader.set_proposer(Some(Arc::new(Loopback {
+            me: Arc::downgrade(&leader.inner),
+            follower: follower.clone(),
+            next: AtomicU64::new(0),
+        })));
+        leader
+            .update(|tx| {
+                tx.create(Object::Service(service("s1")))?;
+                for i in 0..20 {
+                    tx.create(Object::Task(task(&format!("t{i}"), "s1", Some("n1"))))?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        let mut t = leader.view(|s| s.tasks["t1"].clone());
+        t.node_id = Some("n2".into());
+        leader
+            .update(|tx| tx.update(Object::Task(t)))
+            .await
+            .unwrap();
+        // A batch the store refuses on apply is refused on both, and reported to the writer.
+        let named = |id: &str| {
+            let mut s = service(id);
+            s.spec.name = Some("web".into());
+            Object::Service(s)
+        };
+        leader.update(|tx| tx.create(named("a"))).await.unwrap();
+        let err = leader.update(|tx| tx.create(named("b"))).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert!(leader.proposing().is_none(), "nothing left behind");
+        assert_eq!(leader.view(|s| s.clone()), follower.view(|s| s.clone()));
+        assert_eq!(leader.view(|s| s.tasks_on_node("n2").count()), 1);
+    }
+
+    /// A proposer whose entries the leader refused: the error it reports is what the writer
+    /// sees, whatever this store applied (here: nothing at all).
+    struct Refusing(StoreError);
+
+    impl Proposer for Refusing {
+        fn propose(&self, _payload: Vec<u8>) -> BoxFuture<'static, Result<u64, StoreError>> {
+            let e = self.0.clone();
+            Box::pin(async move { Err(StoreError::from_rejection(&e.to_rejection())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_reported_by_the_proposer_reaches_the_writer() {
+        let store = Store::new();
+        store.set_proposer(Some(Arc::new(Refusing(StoreError::OutOfSequence))));
+        let err = store
+            .update(|tx| tx.create(Object::Service(service("s1"))))
+            .await
+            .unwrap_err();
+        assert_eq!(err, StoreError::OutOfSequence);
+    }
+
+    #[tokio::test]
+    async fn apply_payload_reports_a_refusal_as_rejection_text() {
+        let store = Store::new();
+        let create = Batch {
+            actions: vec![crate::Action::Create(Object::Service(service("s1")))],
+        };
+        let bytes = create.encode().unwrap();
+        store.apply_payload(1, &bytes).unwrap();
+        let reason = store.apply_payload(2, &bytes).unwrap_err();
+        assert_eq!(
+            StoreError::from_rejection(&reason),
+            StoreError::Exists {
+                kind: ObjectKind::Service,
+                id: "s1".into()
+            }
+        );
     }
 
     #[tokio::test]

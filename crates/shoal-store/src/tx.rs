@@ -13,7 +13,9 @@ use std::collections::HashMap;
 /// A write transaction in progress.
 pub struct Tx<'a> {
     state: &'a StoreState,
-    changed: HashMap<(ObjectKind, String), Option<Object>>,
+    /// Objects this transaction wrote: the index of their latest action in `actions`
+    /// (`None`: deleted). One copy of each object, in its action.
+    changed: HashMap<(ObjectKind, String), Option<usize>>,
     actions: Vec<Action>,
 }
 
@@ -31,10 +33,32 @@ impl<'a> Tx<'a> {
         self.state
     }
 
+    /// This transaction's latest version of an object: `Some(None)` if it deleted it, `None`
+    /// if it did not touch it.
+    fn written(&self, kind: ObjectKind, id: &str) -> Option<Option<&Object>> {
+        if self.changed.is_empty() {
+            return None;
+        }
+        let at = self.changed.get(&(kind, id.to_string()))?;
+        Some(at.and_then(|i| match &self.actions[i] {
+            Action::Create(o) | Action::Update(o) => Some(o),
+            Action::Delete(..) => None,
+        }))
+    }
+
+    /// Whether the object exists, including this transaction's changes; its version and
+    /// creation time if so.
+    fn current_meta(&self, kind: ObjectKind, id: &str) -> Option<shoal_api::Meta> {
+        match self.written(kind, id) {
+            Some(o) => o.map(|o| o.meta().clone()),
+            None => self.state.meta_of(kind, id).cloned(),
+        }
+    }
+
     /// Looks up an object, including this transaction's changes.
     pub fn get(&self, kind: ObjectKind, id: &str) -> Option<Object> {
-        match self.changed.get(&(kind, id.to_string())) {
-            Some(o) => o.clone(),
+        match self.written(kind, id) {
+            Some(o) => o.cloned(),
             None => self.state.get(kind, id),
         }
     }
@@ -42,8 +66,11 @@ impl<'a> Tx<'a> {
     pub fn get_cluster(&self) -> Option<Cluster> {
         let id = self.state.cluster.as_ref().map(|c| c.id.clone());
         // A cluster created in this transaction is found too.
-        let created = self.changed.iter().find_map(|((k, _), o)| match (k, o) {
-            (ObjectKind::Cluster, Some(Object::Cluster(c))) => Some(c.clone()),
+        let created = self.changed.iter().find_map(|((k, id), _)| match k {
+            ObjectKind::Cluster => match self.written(ObjectKind::Cluster, id) {
+                Some(Some(Object::Cluster(c))) => Some(c.clone()),
+                _ => None,
+            },
             _ => None,
         });
         match (created, id) {
@@ -77,9 +104,22 @@ impl<'a> Tx<'a> {
         }
     }
 
+    fn record(&mut self, action: Action) {
+        let key = match &action {
+            Action::Create(o) | Action::Update(o) => (o.kind(), o.id().to_string()),
+            Action::Delete(kind, id) => (*kind, id.clone()),
+        };
+        let at = match action {
+            Action::Delete(..) => None,
+            _ => Some(self.actions.len()),
+        };
+        self.changed.insert(key, at);
+        self.actions.push(action);
+    }
+
     /// Records the creation of a new object (timestamps set now).
     pub fn create(&mut self, mut o: Object) -> Result<(), StoreError> {
-        if self.get(o.kind(), o.id()).is_some() {
+        if self.current_meta(o.kind(), o.id()).is_some() {
             return Err(StoreError::Exists {
                 kind: o.kind(),
                 id: o.id().to_string(),
@@ -89,40 +129,35 @@ impl<'a> Tx<'a> {
         let m = o.meta_mut();
         m.created_at = now;
         m.updated_at = now;
-        self.changed
-            .insert((o.kind(), o.id().to_string()), Some(o.clone()));
-        self.actions.push(Action::Create(o));
+        self.record(Action::Create(o));
         Ok(())
     }
 
     /// Records an update. `o.meta.version` must be the version the caller read.
     pub fn update(&mut self, mut o: Object) -> Result<(), StoreError> {
-        let Some(cur) = self.get(o.kind(), o.id()) else {
+        let Some(cur) = self.current_meta(o.kind(), o.id()) else {
             return Err(StoreError::NotFound {
                 kind: o.kind(),
                 id: o.id().to_string(),
             });
         };
-        if cur.meta().version != o.meta().version {
+        if cur.version != o.meta().version {
             return Err(StoreError::OutOfSequence);
         }
         o.meta_mut().updated_at = Utc::now();
-        o.meta_mut().created_at = cur.meta().created_at;
-        self.changed
-            .insert((o.kind(), o.id().to_string()), Some(o.clone()));
-        self.actions.push(Action::Update(o));
+        o.meta_mut().created_at = cur.created_at;
+        self.record(Action::Update(o));
         Ok(())
     }
 
     pub fn delete(&mut self, kind: ObjectKind, id: &str) -> Result<(), StoreError> {
-        if self.get(kind, id).is_none() {
+        if self.current_meta(kind, id).is_none() {
             return Err(StoreError::NotFound {
                 kind,
                 id: id.to_string(),
             });
         }
-        self.changed.insert((kind, id.to_string()), None);
-        self.actions.push(Action::Delete(kind, id.to_string()));
+        self.record(Action::Delete(kind, id.to_string()));
         Ok(())
     }
 

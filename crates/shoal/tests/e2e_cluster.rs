@@ -11,122 +11,9 @@
 
 mod common;
 
-use common::{docker_cli, wait_for, Out, TestDaemon};
+use common::cluster::*;
+use common::{docker_cli, wait_for, TestDaemon};
 use std::collections::HashMap;
-use std::time::Duration;
-
-/// Bound of the waits that span elections, heartbeat timeouts and rescheduling.
-const LONG: Duration = Duration::from_secs(90);
-
-/// One row of `docker node ls`.
-#[derive(Clone, Debug)]
-struct NodeRow {
-    id: String,
-    status: String,
-    manager: String,
-}
-
-fn node_ls(d: &TestDaemon) -> Result<Vec<NodeRow>, String> {
-    let out = d.docker(&[
-        "node",
-        "ls",
-        "--format",
-        "{{.ID}}|{{.Status}}|{{.ManagerStatus}}",
-    ]);
-    if out.code != 0 {
-        return Err(format!("node ls failed: {}", out.stderr));
-    }
-    Ok(out
-        .stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split('|').collect();
-            NodeRow {
-                id: f.first().unwrap_or(&"").to_string(),
-                status: f.get(1).unwrap_or(&"").to_string(),
-                manager: f.get(2).unwrap_or(&"").trim().to_string(),
-            }
-        })
-        .collect())
-}
-
-/// Waits until `node ls` on `d` satisfies `ok`; returns the rows.
-#[track_caller]
-fn wait_nodes(d: &TestDaemon, what: &str, ok: impl Fn(&[NodeRow]) -> bool) -> Vec<NodeRow> {
-    wait_for(what, LONG, || {
-        let rows = node_ls(d)?;
-        if ok(&rows) {
-            Ok(rows)
-        } else {
-            Err(format!("{rows:#?}"))
-        }
-    })
-}
-
-fn node_id(d: &TestDaemon) -> String {
-    d.get_json("/info")["Swarm"]["NodeID"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn init(d: &TestDaemon) -> String {
-    let out = d.docker(&["swarm", "init", "--advertise-addr", d.ip()]);
-    assert!(out.ok().contains("swarm join --token SWMTKN-1-"), "{out:?}");
-    assert!(out.stdout.contains(&d.cluster_addr()), "{out:?}");
-    node_id(d)
-}
-
-fn token(d: &TestDaemon, role: &str) -> String {
-    d.docker(&["swarm", "join-token", "-q", role])
-        .ok()
-        .trim()
-        .to_string()
-}
-
-fn join(d: &TestDaemon, token: &str, manager: &TestDaemon) -> Out {
-    d.docker(&["swarm", "join", "--token", token, &manager.cluster_addr()])
-}
-
-/// Starts a manager on `ips[0]` and joins the others as managers; waits until `node ls`
-/// shows all of them ready, one leader and the rest reachable.
-fn managers(ips: &[&str]) -> Vec<TestDaemon> {
-    let first = TestDaemon::start_at(ips[0]);
-    init(&first);
-    let t = token(&first, "manager");
-    let mut all = vec![first];
-    for ip in &ips[1..] {
-        let d = TestDaemon::start_at(ip);
-        let out = join(&d, &t, &all[0]);
-        assert_eq!(
-            out.ok().trim(),
-            "This node joined a swarm as a manager.",
-            "{out:?}"
-        );
-        all.push(d);
-    }
-    let n = ips.len();
-    wait_nodes(&all[0], "every manager ready, one leader", |rows| {
-        rows.len() == n
-            && rows.iter().all(|r| r.status == "Ready")
-            && rows.iter().filter(|r| r.manager == "Leader").count() == 1
-            && rows.iter().filter(|r| r.manager == "Reachable").count() == n - 1
-    });
-    all
-}
-
-/// Running tasks of `service` (desired running) per node ID, from `d`'s API.
-fn running_per_node(d: &TestDaemon, service: &str) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for t in d.running_tasks(service) {
-        if t["DesiredState"] == "running" {
-            *m.entry(t["NodeID"].as_str().unwrap_or("").to_string())
-                .or_default() += 1;
-        }
-    }
-    m
-}
 
 #[test]
 fn e2e_cluster_worker_joins_runs_tasks_and_serves_logs() {
@@ -358,11 +245,12 @@ fn e2e_cluster_three_managers_fail_over_and_rejoin() {
         }
     });
 
-    // A manager leaves only with --force, and then leaves the Raft group too.
+    // A manager leaves only with --force, and then leaves the Raft group too. Three of three
+    // reachable: leaving keeps the quorum, and Docker's message says only that.
     let out = ds[leader].docker(&["swarm", "leave"]);
+    let err = out.fails();
     assert!(
-        out.fails()
-            .contains("Removing the last manager erases all current state of the swarm"),
+        err.contains("participating as a manager. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message."),
         "{out:?}"
     );
     ds[leader].docker(&["swarm", "leave", "--force"]).ok();
@@ -608,4 +496,141 @@ fn e2e_cluster_autolock_turned_on_by_update_and_the_unlock_key_rotated() {
     m.stop();
     m.restart();
     assert_eq!(m.get_json("/info")["Swarm"]["LocalNodeState"], "active");
+}
+
+#[test]
+fn e2e_cluster_one_unlock_key_for_every_manager() {
+    if docker_cli().is_none() {
+        return;
+    }
+    let first = TestDaemon::start_at("127.0.61.2");
+    let out = first.docker(&[
+        "swarm",
+        "init",
+        "--autolock",
+        "--advertise-addr",
+        first.ip(),
+    ]);
+    assert!(out.ok().contains("SWMKEY-1-"), "{out:?}");
+    let t = token(&first, "manager");
+    let mut ds = vec![first];
+    for ip in ["127.0.61.3", "127.0.61.4"] {
+        let d = TestDaemon::start_at(ip);
+        join(&d, &t, &ds[0]).ok();
+        ds.push(d);
+    }
+    wait_nodes(&ds[0], "three managers", |rows| {
+        rows.len() == 3
+            && rows.iter().all(|r| r.status == "Ready")
+            && rows.iter().filter(|r| r.manager == "Reachable").count() == 2
+    });
+    let keys = |ds: &[TestDaemon]| -> Vec<String> {
+        ds.iter()
+            .map(|d| {
+                d.docker(&["swarm", "unlock-key", "-q"])
+                    .ok()
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    };
+    let key = keys(&ds)[0].clone();
+    assert!(key.starts_with("SWMKEY-1-"), "{key}");
+    assert_eq!(keys(&ds), vec![key.clone(); 3]);
+    ds[0]
+        .docker(&[
+            "service", "create", "-d", "--name", "one-key", "busybox", "sleep", "6611",
+        ])
+        .ok();
+
+    // A joined manager restarted is locked, and the swarm's key opens it.
+    let unlock = |d: &TestDaemon, key: &str| {
+        let body = serde_json::json!({ "UnlockKey": key });
+        d.api("POST", "/swarm/unlock", Some(&body.to_string()))
+    };
+    // Its key store follows the swarm's key within a second of joining; wait until it does.
+    let wait_locked_after_restart = |d: &mut TestDaemon| {
+        wait_for("the manager to come back locked", LONG, || {
+            d.stop();
+            d.restart();
+            let state = d.get_json("/info")["Swarm"]["LocalNodeState"].clone();
+            if state == "locked" {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        })
+    };
+    wait_locked_after_restart(&mut ds[2]);
+    let (code, text) = unlock(&ds[2], &key);
+    assert_eq!(code, 200, "{text}");
+    ds[2].wait_replicas(common::Cli::Docker, "one-key", "1/1");
+
+    // Rotated on one manager: every manager shows the new key, and it opens any of them.
+    let out = ds[1].docker(&["swarm", "unlock-key", "--rotate", "-q"]);
+    let new_key = out.ok().trim().to_string();
+    assert!(
+        new_key.starts_with("SWMKEY-1-") && new_key != key,
+        "{out:?}"
+    );
+    wait_for("every manager to show the new key", LONG, || {
+        let k = keys(&ds);
+        if k.iter().all(|k| *k == new_key) {
+            Ok(())
+        } else {
+            Err(format!("{k:?}"))
+        }
+    });
+    // A manager rewraps within a second of seeing the new key: restart one until the new key
+    // is what opens it; then the old one is refused.
+    wait_for("the new key to open a restarted manager", LONG, || {
+        ds[0].stop();
+        ds[0].restart();
+        let state = ds[0].get_json("/info")["Swarm"]["LocalNodeState"].clone();
+        if state != "locked" {
+            return Err(format!("not locked: {state}"));
+        }
+        let (code, text) = unlock(&ds[0], &new_key);
+        if code == 200 {
+            return Ok(());
+        }
+        let _ = unlock(&ds[0], &key);
+        // Give the unlocked manager its second to see the new key and rewrap before the next
+        // restart, or every attempt restarts it too early.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        Err(format!("{code} {text}"))
+    });
+    ds[0].stop();
+    ds[0].restart();
+    assert_eq!(ds[0].get_json("/info")["Swarm"]["LocalNodeState"], "locked");
+    let (code, text) = unlock(&ds[0], &key);
+    assert!(code >= 400, "the old key must be refused: {code} {text}");
+    let (code, text) = unlock(&ds[0], &new_key);
+    assert_eq!(code, 200, "{text}");
+
+    // Turned off for the whole swarm: restarts no longer lock.
+    ds[1].docker(&["swarm", "update", "--autolock=false"]).ok();
+    wait_for("no manager to have an unlock key", LONG, || {
+        let k: Vec<String> = ds
+            .iter()
+            .map(|d| d.docker(&["swarm", "unlock-key", "-q"]).stderr)
+            .collect();
+        if k.iter().all(|e| e.contains("no unlock key")) {
+            Ok(())
+        } else {
+            Err(format!("{k:?}"))
+        }
+    });
+    wait_for("a restarted manager to be unlocked", LONG, || {
+        ds[2].stop();
+        ds[2].restart();
+        let state = ds[2].get_json("/info")["Swarm"]["LocalNodeState"].clone();
+        if state == "active" {
+            return Ok(());
+        }
+        let _ = unlock(&ds[2], &new_key);
+        // As above: let it follow the swarm (no key any more) before restarting it again.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        Err(state.to_string())
+    });
 }

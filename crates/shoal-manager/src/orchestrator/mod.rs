@@ -18,7 +18,10 @@
 //!   restart count/history in labels ([`restart`]) and a start gate (`shoal.start-after`) the
 //!   allocator honours until the restart delay has passed;
 //! - a task the orchestrator stops (drained node, stop-first update) is replaced at once by a
-//!   task gated on the old one (`shoal.wait-for`): it is scheduled once the old one stopped;
+//!   task gated on the old one (`shoal.wait-for`): it is scheduled once the old one stopped,
+//!   and once every other task of its slot still on a live node stopped too;
+//! - a task whose node is down or deleted is replaced at once, with neither gate: nobody will
+//!   report it stopped, and a dead node is not a crash loop, so no restart delay either;
 //! - a rolling update's progress is read from `service.update_status` and the tasks' versions.
 
 pub mod global;
@@ -47,7 +50,8 @@ pub const ORPHANED_MESSAGE: &str = "Task belonged to a node that has been delete
 /// make sense (the object is gone, or already moved further).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Intent {
-    /// Create a task (its ID is fresh; skipped if the service is gone).
+    /// Create a task (its ID is fresh; skipped if the service is gone, or if it is created
+    /// `assigned` to a node that is gone).
     CreateTask(Box<Task>),
     /// Move a task's desired state forward (never backwards). A task that has not reached a
     /// node yet is also marked observed `shutdown` when it is shut down or removed.
@@ -315,15 +319,48 @@ pub fn apply(tx: &mut Tx<'_>, intents: &[Intent]) -> usize {
     writes
 }
 
+/// [`apply`], consuming the intents: the tasks they create move into the transaction instead
+/// of being copied (the manager loop's way; a plan can create thousands of tasks).
+pub fn apply_owned(tx: &mut Tx<'_>, intents: Vec<Intent>) -> usize {
+    let mut writes = 0;
+    for intent in intents {
+        let r = match intent {
+            Intent::CreateTask(t) => create_task(tx, *t),
+            other => apply_one(tx, &other),
+        };
+        match r {
+            Ok(true) => writes += 1,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "skipping intent"),
+        }
+    }
+    writes
+}
+
+fn create_task(tx: &mut Tx<'_>, t: Task) -> Result<bool, StoreError> {
+    // Intents never create or delete services or nodes, so the applied state answers whether
+    // they exist (without copying them, as `get_service` would, once per task).
+    let state = tx.state();
+    if !state.services.contains_key(&t.service_id) {
+        return Ok(false);
+    }
+    // Created already placed (see `scheduler::place_created`) on a node deleted since the
+    // plan: skipped, the next pass plans the slot again.
+    if t.status.state == TaskState::Assigned
+        && t.node_id
+            .as_deref()
+            .is_none_or(|n| !state.nodes.contains_key(n))
+    {
+        return Ok(false);
+    }
+    tx.create(Object::Task(t))?;
+    Ok(true)
+}
+
 fn apply_one(tx: &mut Tx<'_>, intent: &Intent) -> Result<bool, StoreError> {
     let now = Utc::now();
     match intent {
-        Intent::CreateTask(t) => {
-            if tx.get_service(&t.service_id).is_none() {
-                return Ok(false);
-            }
-            tx.create(Object::Task((**t).clone()))?;
-        }
+        Intent::CreateTask(t) => return create_task(tx, (**t).clone()),
         Intent::SetDesired { task_id, state } => {
             let Some(mut t) = tx.get_task(task_id) else {
                 return Ok(false);

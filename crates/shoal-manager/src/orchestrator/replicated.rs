@@ -283,6 +283,66 @@ mod tests {
     }
 
     #[test]
+    fn a_task_on_a_down_node_is_replaced_without_the_restart_delay() {
+        // A restart delay (here 10 s; 5 s by default) is for tasks that end on their own (a
+        // crash loop); a node that died is no reason to wait.
+        let mut s = replicated("web", 1);
+        if let Some(t) = s.spec.task_template.as_mut() {
+            t.restart_policy = Some(engine::TaskSpecRestartPolicy {
+                condition: Some(engine::TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(10_000_000_000),
+                ..Default::default()
+            });
+        }
+        let mut down = node("down");
+        down.status.state = NodeState::Down;
+        for state_on_node in [TaskState::Assigned, TaskState::Running] {
+            let t = task(&s, 1, Some("down"), state_on_node);
+            let id = t.id.clone();
+            let st = state(
+                vec![down.clone(), node("ok")],
+                vec![s.clone()],
+                vec![t.clone()],
+            );
+            let now = Utc::now();
+            let p = plan(&st, now);
+            assert_eq!(desired(&p), vec![(id, TaskState::Shutdown)]);
+            let c = created(&p);
+            assert_eq!(c.len(), 1, "replaced in the same pass");
+            assert!(
+                !c[0].labels.contains_key(START_AFTER_LABEL),
+                "no restart delay: {:?}",
+                c[0].labels
+            );
+            assert!(
+                !c[0].labels.contains_key(WAIT_FOR_LABEL),
+                "nothing to wait for"
+            );
+            assert_eq!(p.next_wakeup, None);
+            // The next pass (the old task still shows running: its agent is gone) keeps it so.
+            let mut old = t;
+            old.desired_state = TaskState::Shutdown;
+            let st = state(
+                vec![down.clone(), node("ok")],
+                vec![s.clone()],
+                vec![old, c[0].clone()],
+            );
+            assert!(plan(&st, now).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_crash_is_still_restarted_after_the_delay_when_its_node_is_alive() {
+        let s = replicated("web", 1);
+        let mut t = task(&s, 1, Some("n1"), TaskState::Failed);
+        let now = Utc::now();
+        t.status.timestamp = now;
+        let st = state(vec![node("n1")], vec![s], vec![t]);
+        let c = plan(&st, now);
+        assert!(created(&c)[0].labels.contains_key(START_AFTER_LABEL));
+    }
+
+    #[test]
     fn node_that_no_longer_meets_constraints_rejects_its_task() {
         let mut s = replicated("web", 1);
         if let Some(t) = s.spec.task_template.as_mut() {

@@ -11,6 +11,12 @@
 //!               start gate  = ended_at + delay   (no delay when the node was drained)
 //! ```
 //!
+//! Only tasks that ended on their own come here. A task whose node went down (or was deleted)
+//! did not end: the orchestrator stops it and replaces it at once, without the restart delay
+//! (default 5 s) and without counting a restart. The delay is there to slow a crash loop; a
+//! dead node is not one, and waiting would only add to the time its tasks are missing.
+//! (Swarmkit applies the delay there too, skipping it only for drained nodes.)
+//!
 //! The history lives in the replacement's labels rather than in memory, so a manager restart
 //! (or a new leader) counts the same attempts, and the task reaper trimming old tasks does not
 //! reset the count. Attempts are counted per slot (per node for global services) and reset

@@ -8,11 +8,17 @@
 //!                          │   (and the old-spec ones once the clean one runs: start-first)
 //!                          └─ none live: look at the latest task L
 //!                               none                → create
-//!                               L still stopping    → create, gated on L (shoal.wait-for)
+//!                               L still stopping    → create
 //!                               L stopped on request→ create
 //!                               L ended on its own  → restart policy: create (gated on the
 //!                                                     delay, shoal.start-after) or leave empty
+//!                             a task created here waits (shoal.wait-for) for every task of the
+//!                             slot still on a live node, not only for L
 //! ```
+//!
+//! Why every task and not just the latest: a stop-first update superseded by another before
+//! its old task A stopped leaves a latest task B that never reached a node (shut down at once);
+//! gating the next one on B alone would start it while A still runs.
 
 use super::restart;
 use super::{wants_to_run, Plan, ServiceCtx};
@@ -92,6 +98,26 @@ pub(crate) struct SlotState<'a> {
     pub dirty: Option<TaskView<'a>>,
     /// A task was created in this plan.
     pub created: bool,
+    /// Tasks of the slot still on a live node (observed assigned to running, whatever their
+    /// desired state): a new task of the slot that must not overlap them waits for them all.
+    pub on_nodes: Vec<&'a str>,
+}
+
+/// IDs of the tasks in `views` still on a live node (see [`SlotState::on_nodes`]). A task on
+/// a node that is down or gone is not waited for: nobody will report it stopped.
+pub(crate) fn on_live_nodes<'a>(ctx: &ServiceCtx<'a>, views: &[TaskView<'a>]) -> Vec<&'a str> {
+    views
+        .iter()
+        .filter(|v| v.state.is_active_on_node() && ctx.node_alive(v.t.node_id.as_deref()))
+        .map(|v| v.t.id.as_str())
+        .collect()
+}
+
+/// Gates `t` on `tasks` (`shoal.wait-for`, comma-separated IDs), if there are any.
+pub(crate) fn wait_for(t: &mut Task, tasks: &[&str]) {
+    if !tasks.is_empty() {
+        t.labels.insert(WAIT_FOR_LABEL.into(), tasks.join(","));
+    }
 }
 
 /// Reconciles one slot; `can_create` is false where no new task may go (a paused node).
@@ -155,6 +181,7 @@ pub(crate) fn reconcile<'a>(
     if let Some(b) = best_dirty {
         out.dirty = Some(views[b].clone());
     }
+    out.on_nodes = on_live_nodes(ctx, views);
     if out.clean.is_some() || out.dirty.is_some() || !can_create {
         return out;
     }
@@ -168,15 +195,8 @@ pub(crate) fn reconcile<'a>(
         .cloned();
     let mut new = match &latest {
         None => ctx.new_task(slot, node_id.map(Into::into)),
-        Some(l) if !l.state.is_terminal() => {
-            let mut t = ctx.new_task(slot, node_id.map(Into::into));
-            // It was asked to stop: start the replacement once it has (unless its node is
-            // gone or down, or it never reached a node).
-            if l.state >= TaskState::Assigned && ctx.node_alive(l.t.node_id.as_deref()) {
-                t.labels.insert(WAIT_FOR_LABEL.into(), l.t.id.clone());
-            }
-            t
-        }
+        // It was asked to stop: the replacement starts once it has (see the gate below).
+        Some(l) if !l.state.is_terminal() => ctx.new_task(slot, node_id.map(Into::into)),
         Some(l)
             if !l.ended_on_its_own
                 && matches!(
@@ -212,6 +232,10 @@ pub(crate) fn reconcile<'a>(
             t
         }
     };
+    // Whatever the slot's history: not before every task of the slot still on a live node has
+    // stopped (a task on a down or deleted node is replaced at once, with no restart delay
+    // either: see `restart::start_after`).
+    wait_for(&mut new, &out.on_nodes);
     new.desired_state = desired;
     if desired == TaskState::Complete {
         new.job_iteration = Some(ctx.service.job_iteration);

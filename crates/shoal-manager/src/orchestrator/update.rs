@@ -22,9 +22,8 @@
 //! failure while the update runs (swarmkit only counts the ones it created, within `monitor`
 //! of running); the failure ratio is over all slots of the service.
 
-use super::slot::{SlotState, TaskView};
+use super::slot::{self, SlotState, TaskView};
 use super::{Intent, Plan, ServiceCtx};
-use crate::allocator::WAIT_FOR_LABEL;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use shoal_api::engine::{self, ServiceUpdateStatusStateEnum as S};
 use shoal_api::spec::{self, FailureAction, UpdateConfig, UpdateOrder};
@@ -243,9 +242,9 @@ fn replace(
     let mut new = ctx.new_task(e.slot, e.node.map(Into::into));
     if cfg.order == UpdateOrder::StopFirst {
         plan.set_desired(old.t, TaskState::Shutdown);
-        if old.state >= TaskState::Assigned && ctx.node_alive(old.t.node_id.as_deref()) {
-            new.labels.insert(WAIT_FOR_LABEL.into(), old.t.id.clone());
-        }
+        // Not only `old`: an earlier stop-first update superseded by this one may have left
+        // its own old task still stopping while `old` (its replacement) never reached a node.
+        slot::wait_for(&mut new, &e.state.on_nodes);
     }
     tracing::debug!(service = %ctx.service.id, slot = e.slot, old = %old.t.id, new = %new.id, "updating task");
     plan.push(Intent::CreateTask(Box::new(new)));
@@ -290,6 +289,7 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{plan, Intent};
     use super::*;
+    use crate::allocator::WAIT_FOR_LABEL;
     use shoal_api::Service;
 
     fn updated(mut s: Service, cfg: engine::ServiceSpecUpdateConfig) -> Service {
@@ -349,6 +349,91 @@ mod tests {
             desired(&p),
             vec![(tasks[0].id.clone(), TaskState::Shutdown)]
         );
+    }
+
+    #[test]
+    fn a_superseded_stop_first_update_waits_for_the_task_still_running() {
+        // Update 1 (v2): A (v1) runs and is stopping; its replacement B never reached a node.
+        let base = replicated("web", 1);
+        let mut a = task(&base, 1, Some("n1"), TaskState::Running);
+        a.desired_state = TaskState::Shutdown;
+        let v2 = updated(base, engine::ServiceSpecUpdateConfig::default());
+        let mut b = task(&v2, 1, None, TaskState::New);
+        b.labels.insert(WAIT_FOR_LABEL.into(), a.id.clone());
+        // Update 2 (v3) before A stopped.
+        let mut v3 = v2.clone();
+        v3.spec_version = 3;
+        if let Some(t) = v3.spec.task_template.as_mut() {
+            t.force_update = Some(2);
+        }
+        let st = state(vec![node("n1")], vec![v3], vec![a.clone(), b.clone()]);
+        let now = Utc::now();
+        let p = plan(&st, now);
+        assert_eq!(desired(&p), vec![(b.id.clone(), TaskState::Shutdown)]);
+        let c = created(&p);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].spec_version, 3);
+        assert_eq!(
+            c[0].labels.get(WAIT_FOR_LABEL),
+            Some(&a.id),
+            "gated on the task still running, not on the one that never started"
+        );
+        // And the allocator holds it while A runs, releases it once A stopped.
+        let mut st = state(vec![node("n1")], vec![], vec![a.clone(), c[0].clone()]);
+        assert_eq!(
+            crate::allocator::hold(&st, c[0], now),
+            Some(crate::allocator::Hold::WaitFor(a.id.clone()))
+        );
+        if let Some(t) = st.tasks.get_mut(&a.id) {
+            t.status.state = TaskState::Shutdown;
+        }
+        assert_eq!(crate::allocator::hold(&st, c[0], now), None);
+    }
+
+    #[test]
+    fn a_replacement_waits_for_every_task_of_the_slot_still_on_a_node() {
+        // Two tasks of slot 1 still stopping on live nodes (a start-first update's old task and
+        // its replacement, say): the next stop-first replacement waits for both.
+        let base = replicated("web", 1);
+        let mut a = task(&base, 1, Some("n1"), TaskState::Running);
+        a.desired_state = TaskState::Shutdown;
+        let mut b = task(&base, 1, Some("n2"), TaskState::Running);
+        b.meta.created_at = a.meta.created_at + TimeDelta::seconds(1);
+        let s = updated(base, engine::ServiceSpecUpdateConfig::default());
+        let st = state(
+            vec![node("n1"), node("n2")],
+            vec![s],
+            vec![a.clone(), b.clone()],
+        );
+        let now = Utc::now();
+        let p = plan(&st, now);
+        let c = created(&p);
+        assert_eq!(c.len(), 1);
+        let gate: Vec<&str> = c[0]
+            .labels
+            .get(WAIT_FOR_LABEL)
+            .map(|g| g.split(',').collect())
+            .unwrap_or_default();
+        assert_eq!(gate.len(), 2, "{gate:?}");
+        assert!(gate.contains(&a.id.as_str()) && gate.contains(&b.id.as_str()));
+        // Held until both stopped.
+        let mut st = state(
+            vec![node("n1"), node("n2")],
+            vec![],
+            vec![a.clone(), b.clone()],
+        );
+        if let Some(t) = st.tasks.get_mut(&b.id) {
+            t.status.state = TaskState::Shutdown;
+        }
+        assert_eq!(
+            crate::allocator::hold(&st, c[0], now),
+            Some(crate::allocator::Hold::WaitFor(a.id.clone()))
+        );
+        // A's node goes down: nobody will report A stopped; not waited for.
+        if let Some(n) = st.nodes.get_mut("n1") {
+            n.status.state = shoal_api::NodeState::Down;
+        }
+        assert_eq!(crate::allocator::hold(&st, c[0], now), None);
     }
 
     #[test]

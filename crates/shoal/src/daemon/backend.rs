@@ -63,12 +63,7 @@ impl SwarmBackend for DaemonBackend {
     async fn init(&self, full: InitRequest) -> Result<String, ApiError> {
         let req = full.base;
         if req.force_new_cluster == Some(true) && self.daemon.current().is_some() {
-            // A one-member cluster is already its own majority: nothing to recover.
-            return Ok(self
-                .daemon
-                .current()
-                .map(|c| c.identity.node_id)
-                .unwrap_or_default());
+            return self.daemon.force_new_cluster().await.map_err(api_err);
         }
         let availability = match full.availability.as_deref() {
             None | Some("") | Some("active") => None,
@@ -126,10 +121,10 @@ impl SwarmBackend for DaemonBackend {
     }
 
     fn unlock_key(&self) -> Result<String, ApiError> {
-        match self.daemon.current() {
-            None => Err(ApiError::no_swarm()),
-            Some(c) => Ok(c.unlock_key),
+        if self.daemon.current().is_none() {
+            return Err(ApiError::no_swarm());
         }
+        Ok(self.daemon.unlock_key().unwrap_or_default())
     }
 
     async fn update_autolock(&self, autolock: bool, rotate: bool) -> Result<(), ApiError> {

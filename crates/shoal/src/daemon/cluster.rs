@@ -6,7 +6,8 @@
 //!  managers        Ca          CaService: root CA, first certificate against a join token
 //!                  Raft        RaftService: raft bytes, forwarded proposals, AddManager
 //!                  Dispatcher  DispatcherGate: the leader's Dispatcher; followers answer
-//!                              NotLeader(leader address) so agents fail over to the leader
+//!                              NotLeader(leader address) so agents fail over to the leader;
+//!                              answers carry the caller's recorded role (promote / demote)
 //!  PeerFn          certificate → Peer, refusing another cluster's and removed nodes'
 //! ```
 
@@ -528,6 +529,15 @@ impl DispatcherHandler for DispatcherGate {
     fn manager_addrs(&self) -> Vec<String> {
         manager_addrs(&self.store)
     }
+
+    fn node_role(&self, node_id: &str) -> Option<PeerRole> {
+        self.store.view(|s| {
+            s.nodes.get(node_id).map(|n| match n.role {
+                NodeRole::Manager => PeerRole::Manager,
+                NodeRole::Worker => PeerRole::Worker,
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -554,6 +564,7 @@ mod tests {
             root_ca_cert: root.cert_pem().to_string(),
             root_ca_key: root.key_pem().unwrap().to_string(),
             removed_nodes: Vec::new(),
+            unlock_key: String::new(),
             default_addr_pool: Vec::new(),
             subnet_size: 24,
             data_path_port: 4789,

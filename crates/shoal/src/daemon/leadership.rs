@@ -4,20 +4,29 @@
 //!  raft metrics (watch) ──► leader? ─ yes, newly ─► term starts:
 //!                             │                     · a fresh Dispatcher, served by the gate
 //!                             │                     · its heartbeat expiry (nodes → down)
-//!                             │                     · the Manager loop (orchestrators, scheduler)
+//!                             │                     · the Manager loop (orchestrators, scheduler),
+//!                             │                       each pass after the leader's guard: a read
+//!                             │                       barrier, then its own log applied
 //!                             │                     · manager statuses: Leader / Reachable /
 //!                             │                       Unreachable of every manager, in the store
 //!                             └─ no, any more ─────► term ends: all of it stops, the gate answers
 //!                                                    NotLeader, agents move to the new leader
 //! ```
 //!
+//! The guard ([`shoal_manager::guard::OwnLogGuard`] over [`RaftLog`]) keeps the orchestrators
+//! from planning on a store that lacks writes they must see: a new leader's predecessor's last
+//! writes (committed, not applied here yet) and this leader's own proposals that timed out but
+//! may still commit. Planning without them would give a slot a second task.
+//!
 //! Reachability comes from Raft itself: a member is reachable while it answers the leader's
 //! messages (heartbeats every few hundred milliseconds), unreachable after
 //! [`UNREACHABLE_AFTER`] of silence.
 
 use super::cluster::DispatcherGate;
+use futures::future::BoxFuture;
 use shoal_api::{Object, Reachability};
 use shoal_manager::dispatcher::Dispatcher;
+use shoal_manager::guard::{OwnLogGuard, ReplicatedLog};
 use shoal_manager::manager::Manager;
 use shoal_raft::{RaftNode, RaftRole};
 use shoal_store::{Store, StoreError};
@@ -30,6 +39,40 @@ use tokio::task::JoinHandle;
 pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
 /// How often the leader refreshes manager statuses.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// How long a pass waits for the leader's own log to be applied before giving up (and trying
+/// again on the next event or tick): Raft's default proposal timeout.
+const OWN_LOG_WAIT: Duration = Duration::from_secs(10);
+
+/// This manager's Raft log, as the manager's pass guard sees it.
+struct RaftLog(RaftNode);
+
+impl ReplicatedLog for RaftLog {
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .read_barrier()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn last_log_index(&self) -> Option<u64> {
+        self.0.metrics().last_log
+    }
+
+    fn wait_applied(&self, index: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .raft()
+                .wait(Some(OWN_LOG_WAIT))
+                .applied_index_at_least(Some(index), "the leader's own log applied")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
 
 struct Term {
     stop: watch::Sender<bool>,
@@ -44,7 +87,10 @@ impl Term {
         gate.set(Some(Arc::clone(&dispatcher)));
         let handles = vec![
             tokio::spawn(dispatcher.run(rx.clone())),
-            tokio::spawn(Manager::new(store.clone()).run(rx.clone())),
+            tokio::spawn(
+                Manager::with_guard(store.clone(), OwnLogGuard::shared(RaftLog(raft.clone())))
+                    .run(rx.clone()),
+            ),
             tokio::spawn(manager_statuses(store.clone(), raft.clone(), rx)),
         ];
         Term { stop, handles }

@@ -8,7 +8,10 @@ pub mod identity;
 pub mod leadership;
 pub mod raft_glue;
 pub mod renewal;
+pub mod roles;
 pub mod swarm;
+#[cfg(test)]
+mod testing;
 
 use anyhow::{bail, Context};
 use clap::Parser;

@@ -33,9 +33,11 @@ impl Proposer for RaftProposer {
         Box::pin(async move {
             match node.propose_anywhere(payload).await {
                 Ok(index) => Ok(index),
-                // Committed and applied here, but refused by the store: the store reports its
-                // own error for that index (a conflict, not an outage).
-                Err(RaftError::Rejected { index, .. }) => Ok(index),
+                // Committed but refused by the store (on every replica alike): the reason is the
+                // error the leader's store gave, which is what the client must see (a conflict,
+                // not an outage) even if this manager caught up from a snapshot instead of
+                // applying the entry itself.
+                Err(RaftError::Rejected { reason, .. }) => Err(StoreError::from_rejection(&reason)),
                 Err(RaftError::NoQuorum | RaftError::NotLeader { .. }) => {
                     Err(StoreError::Unavailable(NO_QUORUM.into()))
                 }

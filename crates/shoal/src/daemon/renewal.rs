@@ -189,7 +189,7 @@ impl Renewer {
 mod tests {
     use super::*;
     use crate::daemon::cluster::{peer_fn, CaService};
-    use shoal_api::{engine, Cluster, Meta, Node, NodeRole, NodeState, NodeStatus, Object};
+    use shoal_api::{Cluster, Meta, Node, NodeRole, Object};
     use shoal_ca::{Role, RootCa};
     use shoal_rpc::Handlers;
     use shoal_store::Store;
@@ -219,20 +219,7 @@ mod tests {
     }
 
     fn node(id: &str, role: NodeRole) -> Node {
-        Node {
-            id: id.into(),
-            meta: Meta::new_now(),
-            spec: engine::NodeSpec::default(),
-            description: Default::default(),
-            status: NodeStatus {
-                state: NodeState::Ready,
-                message: String::new(),
-                addr: "127.0.0.1".into(),
-            },
-            role,
-            manager_status: None,
-            addr_port: "127.0.0.1:2377".into(),
-        }
+        crate::daemon::testing::node(id, role, role, None, 0)
     }
 
     #[tokio::test]
@@ -248,6 +235,7 @@ mod tests {
             root_ca_cert: root.cert_pem().to_string(),
             root_ca_key: root.key_pem().unwrap().to_string(),
             removed_nodes: Vec::new(),
+            unlock_key: String::new(),
             default_addr_pool: Vec::new(),
             subnet_size: 24,
             data_path_port: 4789,

@@ -19,6 +19,12 @@
 //!        stop tasks, leave Raft (managers, if others remain), forget the swarm
 //! ```
 //!
+//! While active, a node changes roles when the swarm records another role for it
+//! (`node promote` / `node demote`: [`Daemon::change_role`], see `roles`), and a manager of a
+//! swarm that lost its majority can start a new one-member Raft group with the state it has
+//! (`swarm init --force-new-cluster`: [`Daemon::force_new_cluster`]). The autolock unlock key
+//! is the swarm's (`Cluster.unlock_key`); every manager keeps its key store wrapped by it.
+//!
 //! One code path for every size: the agent of a one-machine swarm talks to its own manager
 //! over the same mTLS link a remote worker uses.
 
@@ -28,6 +34,7 @@ use super::identity::{Identity, SwarmDir};
 use super::leadership;
 use super::raft_glue::{RaftProposer, StoreTarget};
 use super::renewal;
+use super::roles;
 use anyhow::Context;
 use shoal_agent::runtime::Runtime;
 use shoal_agent::worker::{Worker, WorkerConfig};
@@ -56,7 +63,34 @@ pub const ALREADY_IN_SWARM: &str = "This node is already part of a swarm. Use \"
 /// Docker's text for swarm calls on a node outside any swarm.
 pub const NOT_IN_SWARM: &str = "This node is not part of a swarm";
 /// Docker's text when a manager leaves without --force.
-pub const LEAVE_MANAGER: &str = "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.";
+const LEAVE_MANAGER: &str =
+    "You are attempting to leave the swarm on a node that is participating as a manager. ";
+
+/// Docker's refusal of `swarm leave` without `--force` on a manager. `stats` is what the
+/// store knows of the managers: whether this one is reachable, and how many are reachable
+/// and unreachable (`None` when it cannot tell).
+pub fn leave_manager_message(stats: Option<(bool, usize, usize)>) -> String {
+    let mut msg = LEAVE_MANAGER.to_string();
+    match stats {
+        Some((active, reachable, unreachable)) => {
+            // Removing one reachable manager leaves fewer than a majority.
+            if active && reachable.saturating_sub(2) <= unreachable {
+                if reachable == 1 && unreachable == 0 {
+                    msg.push_str("Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message. ");
+                    return msg;
+                }
+                msg.push_str(&format!(
+                    "Removing this node leaves {} managers out of {}. Without a Raft quorum your swarm will be inaccessible. ",
+                    reachable.saturating_sub(1),
+                    reachable + unreachable
+                ));
+            }
+        }
+        None => msg.push_str("Doing so may lose the consensus of your cluster. "),
+    }
+    msg.push_str("The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message.");
+    msg
+}
 /// Docker's text when a locked node is asked to leave without --force.
 pub const LEAVE_LOCKED: &str = "Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore this message.";
 
@@ -96,8 +130,6 @@ pub struct Current {
     pub link: RemoteManagerLink,
     /// This node's client TLS config (to call other nodes, e.g. their Logs).
     pub client_tls: Arc<rustls::ClientConfig>,
-    /// `SWMKEY-1-...` under autolock, else empty.
-    pub unlock_key: String,
 }
 
 /// What `start` needs.
@@ -105,7 +137,7 @@ struct Parts {
     identity: Identity,
     creds: NodeCredentials,
     raft: Option<RaftNode>,
-    keystore: Option<KeyStore>,
+    keystore: Option<Arc<std::sync::Mutex<KeyStore>>>,
     listener: Option<TcpListener>,
 }
 
@@ -328,7 +360,7 @@ impl Daemon {
             identity,
             creds,
             raft: Some(raft),
-            keystore: Some(ks),
+            keystore: Some(Arc::new(std::sync::Mutex::new(ks))),
             listener: None,
         })
         .await
@@ -345,8 +377,6 @@ impl Daemon {
         let cfg = RaftConfig {
             node_id: identity.raft_id,
             addr: identity.advertise_addr.clone(),
-            election_timeout_ms: (1000, 2000),
-            heartbeat_ms: 200,
             ..RaftConfig::default()
         };
         let transport = Arc::new(GrpcRaftTransport::with_options(
@@ -488,6 +518,7 @@ impl Daemon {
                 root_ca_cert: root.cert_pem().to_string(),
                 root_ca_key: key_pem,
                 removed_nodes: Vec::new(),
+                unlock_key: unlock.as_ref().map(|k| k.to_string()).unwrap_or_default(),
                 default_addr_pool: if opts.default_addr_pool.is_empty() {
                     vec!["10.0.0.0/8".into()]
                 } else {
@@ -551,7 +582,7 @@ impl Daemon {
             identity,
             creds,
             raft: Some(raft),
-            keystore: Some(ks),
+            keystore: Some(Arc::new(std::sync::Mutex::new(ks))),
             listener: Some(listener),
         })
         .await?;
@@ -680,7 +711,7 @@ impl Daemon {
                     return Err(e.into());
                 }
             };
-            (Some(raft), Some(ks))
+            (Some(raft), Some(Arc::new(std::sync::Mutex::new(ks))))
         } else {
             creds.save(&certs)?;
             (None, None)
@@ -744,9 +775,10 @@ impl Daemon {
         Ok(())
     }
 
-    /// `swarm update --autolock` / `swarm unlock-key --rotate` on this manager: wraps the key
-    /// store under a new unlock key (autolock turned on, or rotated), or unwraps it (turned
-    /// off). Nothing to do on a worker or when nothing changes.
+    /// `swarm update --autolock` / `swarm unlock-key --rotate`: the swarm's unlock key is
+    /// cluster state (`Cluster.unlock_key`, in the Raft store): a new one when autolock is
+    /// turned on or the key rotated, none when it is turned off. This manager rewraps its key
+    /// store at once; every other manager follows within a second (`follow_unlock_key`).
     pub async fn update_autolock(&self, autolock: bool, rotate: bool) -> Result<(), SwarmOpError> {
         let _op = self.op.lock().await;
         let ks = self
@@ -756,31 +788,257 @@ impl Daemon {
             .as_ref()
             .and_then(|a| a.keystore.clone());
         let Some(ks) = ks else { return Ok(()) };
-        let key = {
-            let mut ks = ks.lock().unwrap_or_else(|p| p.into_inner());
-            match (autolock, ks.is_autolocked()) {
-                (true, false) => {
-                    ks.set_autolock(Some(&UnlockKey::generate()))?;
-                    tracing::info!("autolock turned on");
+        self.store
+            .update(|tx| {
+                let Some(mut c) = tx.get_cluster() else {
+                    return Ok(());
+                };
+                let next = match (autolock, c.unlock_key.is_empty()) {
+                    (true, true) => UnlockKey::generate().to_string(),
+                    (true, false) if rotate => UnlockKey::generate().to_string(),
+                    (false, _) => String::new(),
+                    _ => return Ok(()),
+                };
+                if next != c.unlock_key {
+                    c.unlock_key = next;
+                    tx.update(Object::Cluster(c))?;
                 }
-                (true, true) if rotate => {
-                    ks.rotate_unlock_key()?;
-                    tracing::info!("unlock key rotated");
-                }
-                (false, true) => {
-                    ks.set_autolock(None)?;
-                    tracing::info!("autolock turned off");
-                }
-                _ => {}
-            }
-            ks.unlock_key().map(|k| k.to_string()).unwrap_or_default()
-        };
-        if let Ok(mut c) = self.current.write() {
-            if let Some(c) = c.as_mut() {
-                c.unlock_key = key;
-            }
-        }
+                Ok::<_, shoal_store::StoreError>(())
+            })
+            .await
+            .map_err(|e| SwarmOpError::Unavailable(e.to_string()))?;
+        sync_unlock_key(&ks, &self.store)?;
         Ok(())
+    }
+
+    /// The swarm's unlock key (`SWMKEY-1-...`), empty without autolock; `None` on a node that
+    /// holds no swarm state (a worker).
+    pub fn unlock_key(&self) -> Option<String> {
+        self.current()?.control?;
+        self.store
+            .view(|s| s.cluster.as_ref().map(|c| c.unlock_key.clone()))
+    }
+
+    /// `swarm init --force-new-cluster` on a manager of a swarm that lost its majority: a new
+    /// Raft group of this manager alone, with the swarm's state as this manager last applied
+    /// it (services, tasks, nodes, tokens, CA). Its old Raft log is kept aside in
+    /// `swarm/raft.before-force-new-cluster`. The other managers are no longer members: their
+    /// nodes stay listed as down workers (`node rm` deletes them) and their certificates are
+    /// refused from now on, so they must leave and join again. Returns this node's ID.
+    pub async fn force_new_cluster(self: &Arc<Self>) -> Result<String, SwarmOpError> {
+        let _op = self.op.lock().await;
+        let Some(cur) = self.current() else {
+            return Err(SwarmOpError::Unavailable(NOT_IN_SWARM.into()));
+        };
+        if !cur.identity.manager {
+            return Err(SwarmOpError::Unavailable(ALREADY_IN_SWARM.into()));
+        }
+        let (keystore, creds) = {
+            let guard = self.active.lock().await;
+            let ks = guard
+                .as_ref()
+                .and_then(|a| a.keystore.clone())
+                .ok_or_else(|| anyhow::anyhow!("this manager has no key store"))?;
+            let creds = ks.lock().unwrap_or_else(|p| p.into_inner()).credentials()?;
+            (ks, creds)
+        };
+        let data_key = keystore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .data_key()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("this manager's data key is not available"))?;
+        tracing::warn!(
+            "forcing a new cluster: this manager becomes the only member of the raft group"
+        );
+        let mut identity = cur.identity.clone();
+        let state = self.store.view(|s| s.clone());
+        let _ = self.stop_roles().await;
+        let raft_dir = self.swarm_dir.raft_dir();
+        let kept = self.swarm_dir.0.join("raft.before-force-new-cluster");
+        let _ = std::fs::remove_dir_all(&kept);
+        std::fs::rename(&raft_dir, &kept)
+            .with_context(|| format!("moving {} aside", raft_dir.display()))?;
+        self.store.clear();
+        identity.managers = vec![identity.advertise_addr.clone()];
+        let client_tls = Arc::new(shoal_ca::client_config(&creds)?);
+        let raft = self.open_raft(&identity, &data_key, client_tls).await?;
+        let res = async {
+            raft.initialize_single()
+                .await
+                .map_err(|e| anyhow::anyhow!("initializing Raft: {e}"))?;
+            raft.wait_leader(Duration::from_secs(30))
+                .await
+                .map_err(|e| anyhow::anyhow!("waiting for a Raft leader: {e}"))?;
+            let batch = recovered_state(state, &identity);
+            let payload = batch.encode().map_err(|e| anyhow::anyhow!("{e}"))?;
+            raft.propose(payload)
+                .await
+                .map_err(|e| anyhow::anyhow!("writing the recovered state: {e}"))?;
+            self.swarm_dir.save(&identity)?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            // Put the old log back: the manager resumes as it was at its next start.
+            let _ = raft.shutdown().await;
+            self.store.set_proposer(None);
+            let _ = std::fs::remove_dir_all(&raft_dir);
+            let _ = std::fs::rename(&kept, &raft_dir);
+            return Err(e.into());
+        }
+        let node_id = identity.node_id.clone();
+        self.start(Parts {
+            identity,
+            creds,
+            raft: Some(raft),
+            keystore: Some(keystore),
+            listener: None,
+        })
+        .await?;
+        Ok(node_id)
+    }
+
+    /// `node promote` / `node demote` seen from the node: the swarm records another role for
+    /// it than it runs as. Renews its certificate (the CA issues the recorded role), then a
+    /// promoted worker opens an empty Raft log, starts the manager roles and asks the leader
+    /// to add it as a voter (as a manager joining does); a demoted manager leaves the Raft
+    /// group if the leader has not taken it out yet, stops its manager roles and removes its
+    /// Raft log. The agent restarts with the new certificate and adopts the running tasks.
+    /// (Boxed: it restarts the roles, which start the task that calls it.)
+    pub fn change_role(
+        self: Arc<Self>,
+        to_manager: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            match self.try_change_role(to_manager).await {
+                Ok(true) => tracing::info!(manager = to_manager, "this node changed roles"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(manager = to_manager, error = %format!("{e:#}"), "changing roles failed; will retry")
+                }
+            }
+        })
+    }
+
+    async fn try_change_role(self: &Arc<Self>, to_manager: bool) -> anyhow::Result<bool> {
+        let _op = self.op.lock().await;
+        let Some(cur) = self.current() else {
+            return Ok(false);
+        };
+        if cur.identity.manager == to_manager {
+            return Ok(false);
+        }
+        let certs = self.swarm_dir.certs_dir();
+        let keystore = {
+            let guard = self.active.lock().await;
+            let Some(a) = guard.as_ref() else {
+                return Ok(false);
+            };
+            a.keystore.clone()
+        };
+        let creds = match &keystore {
+            Some(ks) => ks.lock().unwrap_or_else(|p| p.into_inner()).credentials()?,
+            None => NodeCredentials::load(&certs)?,
+        };
+        let want = if to_manager {
+            Role::Manager
+        } else {
+            Role::Worker
+        };
+        // A manager that has not applied the new role yet issues the old one: ask again.
+        let mut attempt = 0;
+        let next = loop {
+            let next =
+                renewal::renew_once(&creds, &cur.link.managers(), cur.client_tls.clone()).await?;
+            let got = next.identity()?.role;
+            if got == want {
+                break next;
+            }
+            attempt += 1;
+            anyhow::ensure!(
+                attempt < 5,
+                "the swarm issued a {got} certificate; waiting for the {want} role to be recorded"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        let mut identity = cur.identity.clone();
+        if to_manager {
+            tracing::info!("promoted: becoming a manager");
+            let (ks, data_key) = manager_keystore(&certs, &next)?;
+            let managers = cur.link.managers();
+            let _ = self.stop_roles().await;
+            self.store.clear();
+            let raft_dir = self.swarm_dir.raft_dir();
+            if let Err(e) = std::fs::remove_dir_all(&raft_dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    anyhow::bail!("removing the old Raft log {}: {e}", raft_dir.display());
+                }
+            }
+            identity.manager = true;
+            identity.raft_id = rand::random::<u64>() | 1;
+            if !managers.is_empty() {
+                identity.managers = managers.clone();
+            }
+            let client_tls = Arc::new(shoal_ca::client_config(&next)?);
+            let raft = self
+                .open_raft(&identity, &data_key, client_tls.clone())
+                .await?;
+            self.swarm_dir.save(&identity)?;
+            self.start(Parts {
+                identity: identity.clone(),
+                creds: next,
+                raft: Some(raft.clone()),
+                keystore: Some(Arc::new(std::sync::Mutex::new(ks))),
+                listener: None,
+            })
+            .await?;
+            let member = ManagerMember {
+                node_id: identity.node_id.clone(),
+                raft_id: identity.raft_id,
+                addr: identity.advertise_addr.clone(),
+            };
+            add_self_to_raft(&identity.managers, client_tls, &member)
+                .await
+                .map_err(|e| anyhow::anyhow!("joining the managers' Raft group: {e}"))?;
+            let _ = raft.wait_leader(Duration::from_secs(10)).await;
+        } else {
+            tracing::info!("demoted: becoming a worker");
+            // The leader takes a demoted member out of Raft before recording the new role,
+            // except itself: then it is still a member here.
+            self.leave_raft().await;
+            let managers: Vec<String> = cur
+                .link
+                .managers()
+                .into_iter()
+                .filter(|a| *a != identity.advertise_addr)
+                .collect();
+            if let Some(ks) = &keystore {
+                let mut ks = ks.lock().unwrap_or_else(|p| p.into_inner());
+                if ks.is_autolocked() {
+                    ks.set_autolock(None)?;
+                }
+            }
+            next.save(&certs)?;
+            let _ = self.stop_roles().await;
+            self.store.clear();
+            let _ = std::fs::remove_dir_all(self.swarm_dir.raft_dir());
+            identity.manager = false;
+            identity.raft_id = 0;
+            if !managers.is_empty() {
+                identity.managers = managers;
+            }
+            self.swarm_dir.save(&identity)?;
+            self.start(Parts {
+                identity,
+                creds: next,
+                raft: None,
+                keystore: None,
+                listener: None,
+            })
+            .await?;
+        }
+        Ok(true)
     }
 
     /// Starts the roles of an active member.
@@ -820,6 +1078,11 @@ impl Daemon {
                     self.store.clone(),
                     raft.clone(),
                     gate,
+                    rx.clone(),
+                )));
+                handles.push(tokio::spawn(roles::reconcile(
+                    self.store.clone(),
+                    raft.clone(),
                     rx.clone(),
                 )));
                 Some(Arc::new(Control::new(self.store.clone())))
@@ -867,6 +1130,12 @@ impl Daemon {
             self.runtimes.clone(),
         );
         handles.push(tokio::spawn(worker.run(rx.clone())));
+        handles.push(tokio::spawn(follow_role(
+            Arc::downgrade(self),
+            identity.manager,
+            link.role_watch(),
+            rx.clone(),
+        )));
         handles.push(tokio::spawn(keep_managers(
             self.swarm_dir.clone(),
             identity.clone(),
@@ -875,12 +1144,13 @@ impl Daemon {
             rx.clone(),
         )));
 
-        let unlock_key = keystore
-            .as_ref()
-            .and_then(|k| k.unlock_key())
-            .map(|k| k.to_string())
-            .unwrap_or_default();
-        let keystore = keystore.map(|k| Arc::new(std::sync::Mutex::new(k)));
+        if let Some(ks) = &keystore {
+            handles.push(tokio::spawn(follow_unlock_key(
+                Arc::clone(ks),
+                self.store.clone(),
+                rx.clone(),
+            )));
+        }
         let transport = match &raft {
             Some(_) => self
                 .raft_transport
@@ -918,7 +1188,6 @@ impl Daemon {
                 control,
                 link,
                 client_tls: client_tls.clone(),
-                unlock_key,
             });
         }
         *self.active.lock().await = Some(Active {
@@ -1023,7 +1292,23 @@ impl Daemon {
             match self.current() {
                 None => return Err(SwarmOpError::Unavailable(NOT_IN_SWARM.into())),
                 Some(c) if c.identity.manager && !force => {
-                    return Err(SwarmOpError::Unavailable(LEAVE_MANAGER.into()))
+                    let me = c.identity.node_id.clone();
+                    let stats = self.store.view(|s| {
+                        let mut active = false;
+                        let (mut reachable, mut unreachable) = (0, 0);
+                        for n in s.nodes.values() {
+                            match n.manager_status.as_ref().map(|m| m.reachability) {
+                                Some(shoal_api::Reachability::Reachable) => {
+                                    reachable += 1;
+                                    active |= n.id == me;
+                                }
+                                Some(shoal_api::Reachability::Unreachable) => unreachable += 1,
+                                _ => {}
+                            }
+                        }
+                        (reachable > 0).then_some((active, reachable, unreachable))
+                    });
+                    return Err(SwarmOpError::Unavailable(leave_manager_message(stats)));
                 }
                 Some(c) if c.identity.manager => self.leave_raft().await,
                 Some(_) => {}
@@ -1050,6 +1335,178 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+/// Wraps this manager's key store under the swarm's unlock key (the cluster's), or unwraps
+/// it when the swarm has none. Returns whether it changed anything. Nothing to follow before
+/// the store holds the cluster (a joining manager catching up).
+fn sync_unlock_key(
+    ks: &std::sync::Mutex<KeyStore>,
+    store: &Store,
+) -> Result<bool, shoal_ca::CaError> {
+    let Some((want, autolock)) = store.view(|s| {
+        s.cluster.as_ref().map(|c| {
+            let on = c
+                .spec
+                .encryption_config
+                .as_ref()
+                .and_then(|e| e.auto_lock_managers)
+                .unwrap_or(false);
+            (c.unlock_key.clone(), on)
+        })
+    }) else {
+        return Ok(false);
+    };
+    if want.is_empty() && autolock {
+        // Autolock on, but no key recorded yet (a swarm from before the key was cluster
+        // state): keep this manager's own key.
+        return Ok(false);
+    }
+    let mut ks = ks.lock().unwrap_or_else(|p| p.into_inner());
+    let have = ks.unlock_key().map(|k| k.to_string()).unwrap_or_default();
+    if have == want {
+        return Ok(false);
+    }
+    if want.is_empty() {
+        ks.set_autolock(None)?;
+        tracing::info!("autolock turned off");
+    } else {
+        ks.set_autolock(Some(&UnlockKey::parse(&want)?))?;
+        tracing::info!("this manager's keys are now wrapped by the swarm's unlock key");
+    }
+    Ok(true)
+}
+
+/// On every manager, until `stop`: keeps the key store wrapped by the swarm's unlock key.
+async fn follow_unlock_key(
+    ks: Arc<std::sync::Mutex<KeyStore>>,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) {
+    // A change of the cluster object wakes it at once; the tick covers missed events.
+    let mut events = store.subscribe();
+    loop {
+        if let Err(e) = sync_unlock_key(&ks, &store) {
+            tracing::warn!(error = %e, "following the swarm's unlock key");
+        }
+        let cluster_changed = async {
+            loop {
+                match events.recv().await {
+                    Ok(ev) if matches!(ev.object, Object::Cluster(_)) => return,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cluster_changed => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+    }
+}
+
+/// The state a forced new cluster starts from: every object as `state` has it (timestamps
+/// kept), this manager the only one (the leader), the other managers down workers whose
+/// certificates are refused.
+fn recovered_state(state: shoal_store::StoreState, me: &Identity) -> shoal_store::Batch {
+    use shoal_store::Action;
+    let mut actions = Vec::new();
+    let mut gone = Vec::new();
+    for (_, mut n) in state.nodes {
+        if n.id == me.node_id {
+            n.role = NodeRole::Manager;
+            n.manager_status = Some(ManagerStatus {
+                leader: true,
+                reachability: Reachability::Reachable,
+                addr: me.advertise_addr.clone(),
+                raft_id: me.raft_id,
+            });
+        } else if n.manager_status.is_some() || n.role == NodeRole::Manager {
+            gone.push(n.id.clone());
+            n.role = NodeRole::Worker;
+            n.spec.role = Some(engine::NodeSpecRoleEnum::WORKER);
+            n.manager_status = None;
+            n.status.state = NodeState::Down;
+            n.status.message = "removed from the managers by --force-new-cluster".into();
+        }
+        actions.push(Action::Create(Object::Node(n)));
+    }
+    if let Some(mut c) = state.cluster {
+        for id in gone {
+            if !c.removed_nodes.contains(&id) {
+                c.removed_nodes.push(id);
+            }
+        }
+        actions.insert(0, Action::Create(Object::Cluster(c)));
+    }
+    actions.extend(
+        state
+            .services
+            .into_values()
+            .map(|s| Action::Create(Object::Service(s))),
+    );
+    actions.extend(
+        state
+            .tasks
+            .into_values()
+            .map(|t| Action::Create(Object::Task(t))),
+    );
+    shoal_store::Batch { actions }
+}
+
+/// How long a node waits before trying a role change again while its roles still differ.
+const ROLE_RETRY: Duration = Duration::from_secs(10);
+
+/// On every node: when the role the swarm records for it (from its agent's heartbeat answers)
+/// differs from the one it runs as, changes roles ([`Daemon::change_role`], detached: it
+/// restarts the roles this task belongs to), trying again every [`ROLE_RETRY`] until it has.
+async fn follow_role(
+    daemon: std::sync::Weak<Daemon>,
+    manager: bool,
+    mut role: watch::Receiver<Option<PeerRole>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let want = *role.borrow_and_update();
+        let mut wait = None;
+        if let Some(r) = want {
+            let to_manager = r == PeerRole::Manager;
+            if to_manager != manager {
+                let Some(d) = daemon.upgrade() else { return };
+                tokio::spawn(d.change_role(to_manager));
+                wait = Some(ROLE_RETRY);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
+            r = role.changed(), if wait.is_none() => if r.is_err() { return },
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+    }
+}
+
+/// A manager's key store for `creds`: a new one, or (a node that was a manager before) the
+/// data key already on disk, with `creds` saved through it.
+fn manager_keystore(
+    certs: &std::path::Path,
+    creds: &NodeCredentials,
+) -> anyhow::Result<(KeyStore, DataKey)> {
+    match KeyStore::create(certs, creds, None) {
+        Ok(v) => Ok(v),
+        Err(shoal_ca::CaError::DataKeyExists { .. }) => {
+            let (mut ks, state) = KeyStore::open(certs)?;
+            let LockState::Unlocked(key) = state else {
+                anyhow::bail!("this node's key file is locked");
+            };
+            ks.save_credentials(creds)?;
+            Ok((ks, key))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -1193,4 +1650,109 @@ pub fn fill_swarm_spec_defaults(spec: &mut engine::SwarmSpec) {
     spec.task_defaults.get_or_insert_with(Default::default);
     let e = spec.encryption_config.get_or_insert_with(Default::default);
     e.auto_lock_managers.get_or_insert(false);
+}
+
+#[cfg(test)]
+mod leave_tests {
+    use super::leave_manager_message;
+
+    #[test]
+    fn the_last_manager_is_told_its_state_would_be_erased() {
+        assert_eq!(
+            leave_manager_message(Some((true, 1, 0))),
+            "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message. "
+        );
+    }
+
+    #[test]
+    fn leaving_that_breaks_quorum_says_how_many_managers_remain() {
+        let m = leave_manager_message(Some((true, 2, 1)));
+        assert!(
+            m.contains("Removing this node leaves 1 managers out of 3. Without a Raft quorum"),
+            "{m}"
+        );
+        assert!(
+            m.ends_with("Use `--force` to suppress this message."),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn leaving_with_quorum_kept_still_needs_force() {
+        let m = leave_manager_message(Some((true, 5, 0)));
+        assert!(!m.contains("Removing"), "{m}");
+        assert!(m.contains("`--force-new-cluster`"), "{m}");
+        let unknown = leave_manager_message(None);
+        assert!(unknown.contains("Doing so may lose the consensus of your cluster."));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_store::{Action, StoreState};
+
+    /// A node whose desired role is its role, led by Raft member 2.
+    fn node(id: &str, role: NodeRole, raft_id: Option<u64>) -> Node {
+        crate::daemon::testing::node(id, role, role, raft_id, 2)
+    }
+
+    #[test]
+    fn a_forced_new_cluster_keeps_the_state_with_this_manager_alone() {
+        let mut state = StoreState::default();
+        let created = chrono::DateTime::from_timestamp(1_000_000, 0).unwrap();
+        for mut n in [
+            node("me", NodeRole::Manager, Some(1)),
+            node("old-leader", NodeRole::Manager, Some(2)),
+            node("worker", NodeRole::Worker, None),
+        ] {
+            n.meta.created_at = created;
+            state.nodes.insert(n.id.clone(), n);
+        }
+        state.cluster = Some(Cluster {
+            id: "c".into(),
+            meta: Meta::new_now(),
+            spec: Default::default(),
+            worker_join_token: "wt".into(),
+            manager_join_token: "mt".into(),
+            root_ca_cert: "cert".into(),
+            root_ca_key: "key".into(),
+            removed_nodes: vec!["gone".into()],
+            unlock_key: String::new(),
+            default_addr_pool: Vec::new(),
+            subnet_size: 24,
+            data_path_port: 4789,
+        });
+        let me = Identity {
+            node_id: "me".into(),
+            cluster_id: "c".into(),
+            raft_id: 1,
+            advertise_addr: "127.0.0.1:2377".into(),
+            listen_addr: "0.0.0.0:2377".into(),
+            manager: true,
+            managers: vec!["127.0.0.1:2377".into()],
+        };
+        let batch = recovered_state(state, &me);
+        // Replayed into an empty state, it creates everything.
+        let mut replay = StoreState::default();
+        replay.apply(1, &batch).unwrap();
+        assert!(batch.actions.iter().all(|a| matches!(a, Action::Create(_))));
+        let c = replay.cluster.as_ref().unwrap();
+        assert_eq!(
+            (c.worker_join_token.as_str(), c.root_ca_key.as_str()),
+            ("wt", "key")
+        );
+        assert_eq!(c.removed_nodes, vec!["gone", "old-leader"]);
+        let mine = &replay.nodes["me"];
+        let ms = mine.manager_status.as_ref().unwrap();
+        assert!(ms.leader && ms.raft_id == 1 && ms.reachability == Reachability::Reachable);
+        assert_eq!(mine.meta.created_at, created);
+        let old = &replay.nodes["old-leader"];
+        assert_eq!(
+            (old.role, old.status.state, old.manager_status.is_none()),
+            (NodeRole::Worker, NodeState::Down, true)
+        );
+        assert_eq!(old.desired_role(), NodeRole::Worker);
+        assert_eq!(replay.nodes["worker"].status.state, NodeState::Ready);
+    }
 }

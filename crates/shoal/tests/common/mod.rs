@@ -17,6 +17,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod flow;
 
 use std::io::{Read, Write};

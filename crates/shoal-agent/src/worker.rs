@@ -481,7 +481,7 @@ mod tests {
             service_name: "web".into(),
             slot: 1,
             node_id: Some("node".into()),
-            spec: engine::TaskSpec {
+            spec: std::sync::Arc::new(engine::TaskSpec {
                 container_spec: Some(engine::TaskSpecContainerSpec {
                     image: Some("busybox".into()),
                     args: Some(vec!["sleep".into(), "1".into()]),
@@ -489,7 +489,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            },
+            }),
             spec_version: 1,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, "assigned"),

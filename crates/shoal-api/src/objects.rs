@@ -217,9 +217,9 @@ impl Node {
 pub struct Service {
     pub id: String,
     pub meta: Meta,
-    /// The spec exactly as the client sent it.
-    pub spec: engine::ServiceSpec,
-    pub previous_spec: Option<engine::ServiceSpec>,
+    /// The spec exactly as the client sent it (boxed: see [`Object`]).
+    pub spec: Box<engine::ServiceSpec>,
+    pub previous_spec: Option<Box<engine::ServiceSpec>>,
     /// Bumped on every change of the spec; tasks record the value they were made from, and a
     /// task whose `spec_version` differs is out of date (the rolling updater replaces it).
     pub spec_version: u64,
@@ -285,7 +285,9 @@ pub struct Task {
     /// 1-based slot for replicated services; 0 for global ones.
     pub slot: u64,
     pub node_id: Option<String>,
-    pub spec: engine::TaskSpec,
+    /// Shared by the tasks made from one spec (the store and the orchestrators keep one
+    /// allocation per service and spec); change it with `Arc::make_mut`.
+    pub spec: std::sync::Arc<engine::TaskSpec>,
     /// The service's `spec_version` this task was made from.
     pub spec_version: u64,
     pub desired_state: TaskState,
@@ -336,9 +338,9 @@ impl ObjectKind {
     }
 }
 
-/// Any stored object. (Moved by value through batches and events; boxing would only add
-/// indirection, hence the allowance.)
-#[allow(clippy::large_enum_variant)]
+/// Any stored object. It is moved by value through batches and events, so it is kept small:
+/// a service holds its specs behind boxes and a task shares its spec (an `Arc`), and a batch
+/// of 1,000 task writes is ~0.4 MB of actions, not ~4 MB.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Object {
     Cluster(Cluster),

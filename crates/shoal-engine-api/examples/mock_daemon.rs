@@ -70,7 +70,7 @@ async fn reconcile(b: &MockBackend) {
                     service_name: svc.name().to_string(),
                     slot,
                     node_id: Some(node.clone()),
-                    spec: svc.spec.task_template.clone().unwrap_or_default(),
+                    spec: svc.spec.task_template.clone().unwrap_or_default().into(),
                     spec_version: svc.spec_version,
                     desired_state: TaskState::Running,
                     status: TaskStatus::new(TaskState::Running, "started"),

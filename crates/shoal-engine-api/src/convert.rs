@@ -173,7 +173,7 @@ pub fn service(s: &Service, with_defaults: bool) -> ServiceView {
             service_status: None,
             job_status,
         },
-        previous_spec: s.previous_spec.as_ref().map(shown_spec),
+        previous_spec: s.previous_spec.as_deref().map(shown_spec),
     }
 }
 
@@ -219,7 +219,7 @@ pub fn service_status<'a>(
 /// A task as `GET /tasks` shows it. `Spec.ContainerSpec.Image` is always present; `Labels`
 /// are the task's own (service labels are matched by the `label` filter, not shown here).
 pub fn task(t: &Task) -> engine::Task {
-    let mut spec = t.spec.clone();
+    let mut spec = (*t.spec).clone();
     let c = spec.container_spec.get_or_insert_with(Default::default);
     c.image.get_or_insert_with(String::new);
     spec.force_update.get_or_insert(0);

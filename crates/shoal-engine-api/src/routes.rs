@@ -773,7 +773,7 @@ async fn task_list(State(st): State<AppState>, p: Params) -> ApiResult {
                     && (node_ids.is_empty()
                         || t.node_id.as_ref().is_some_and(|n| node_ids.contains(n)))
                     && (desired.is_empty() || desired.contains(&t.desired_state))
-                    && runtime_matches(&f, &runtimes_of(Some(&t.spec), service.map(|s| &s.spec)))
+                    && runtime_matches(&f, &runtimes_of(Some(&t.spec), service.map(|s| &*s.spec)))
                     && (!up_to_date || service.is_some_and(|s| s.spec_version == t.spec_version))
             })
             .map(|t| task_json(&convert::task(t)))

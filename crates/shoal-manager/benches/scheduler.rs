@@ -63,7 +63,7 @@ fn task(i: usize, service: &str, spec: &engine::TaskSpec) -> Task {
         service_name: service.to_string(),
         slot: i as u64 + 1,
         node_id: None,
-        spec: spec.clone(),
+        spec: spec.clone().into(),
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Pending, "pending task scheduling"),
@@ -173,7 +173,7 @@ fn converged_pass() {
     let svc = shoal_api::Service {
         id: "svc-0".into(),
         meta: Meta::new_now(),
-        spec: engine::ServiceSpec {
+        spec: Box::new(engine::ServiceSpec {
             name: Some("svc-0".into()),
             mode: Some(engine::ServiceSpecMode {
                 replicated: Some(engine::ServiceSpecModeReplicated {
@@ -183,7 +183,7 @@ fn converged_pass() {
             }),
             task_template: Some(spec),
             ..Default::default()
-        },
+        }),
         previous_spec: None,
         spec_version: 1,
         endpoint: None,

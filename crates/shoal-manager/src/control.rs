@@ -120,7 +120,7 @@ impl Control {
         let service = Service {
             id: id.clone(),
             meta: shoal_api::Meta::new_now(),
-            spec,
+            spec: Box::new(spec),
             previous_spec: None,
             spec_version: 1,
             endpoint: None,
@@ -203,7 +203,7 @@ impl Control {
                     if tasks_change(&svc.spec, &spec) {
                         svc.spec_version += 1;
                     }
-                    let old = std::mem::replace(&mut svc.spec, spec.clone());
+                    let old = std::mem::replace(&mut svc.spec, Box::new(spec.clone()));
                     svc.previous_spec = Some(old);
                     svc.update_status = None;
                 }
@@ -1141,7 +1141,7 @@ mod tests {
             .await
             .unwrap();
         let stored = c.resolve_service(&id).unwrap();
-        assert_eq!(stored.spec, s);
+        assert_eq!(*stored.spec, s);
         assert_eq!(stored.spec_version, 1);
         assert_eq!(stored.registry_auth.as_deref(), Some("auth"));
         let e = c
@@ -1322,7 +1322,7 @@ mod tests {
             .unwrap();
         let s = c.resolve_service(&id).unwrap();
         assert_eq!(s.spec_version, 1);
-        assert_eq!(s.previous_spec, Some(spec("web", "nginx", 1)));
+        assert_eq!(s.previous_spec, Some(Box::new(spec("web", "nginx", 1))));
 
         // So does scaling with the spec as the API shows it (`ForceUpdate: 0` filled in).
         let mut shown = spec("web", "nginx", 2);
@@ -1378,8 +1378,8 @@ mod tests {
             .await
             .unwrap();
         let s4 = c.resolve_service(&id).unwrap();
-        assert_eq!(s4.spec, spec("web", "nginx:2", 3));
-        assert_eq!(s4.previous_spec, Some(forced));
+        assert_eq!(*s4.spec, spec("web", "nginx:2", 3));
+        assert_eq!(s4.previous_spec, Some(Box::new(forced)));
         assert_eq!(s4.spec_version, 4);
         assert_eq!(
             s4.update_status.and_then(|u| u.state),

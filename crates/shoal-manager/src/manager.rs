@@ -234,7 +234,7 @@ mod tests {
         Service {
             id: id.into(),
             meta: Meta::new_now(),
-            spec: engine::ServiceSpec {
+            spec: Box::new(engine::ServiceSpec {
                 name: Some(id.into()),
                 mode: Some(engine::ServiceSpecMode {
                     replicated: Some(engine::ServiceSpecModeReplicated {
@@ -254,7 +254,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            },
+            }),
             previous_spec: None,
             spec_version: 1,
             endpoint: None,

@@ -755,7 +755,7 @@ mod tests {
             service_name: service.into(),
             slot: 1,
             node_id: None,
-            spec: engine::TaskSpec::default(),
+            spec: Default::default(),
             spec_version: 1,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Pending, "pending task scheduling"),
@@ -787,7 +787,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let mut t = task(&format!("{service}-t{i}"), service);
-                t.spec = spec.clone();
+                t.spec = spec.clone().into();
                 t
             })
             .collect()
@@ -921,8 +921,8 @@ mod tests {
 
         // Reservations of running tasks count; limits do not.
         let mut busy = running_on("x", "other", "a");
-        busy.spec = spec.clone();
-        busy.spec
+        busy.spec = spec.clone().into();
+        std::sync::Arc::make_mut(&mut busy.spec)
             .resources
             .as_mut()
             .unwrap()
@@ -1225,7 +1225,7 @@ mod tests {
         let mut pre = task("pre", "glob");
         pre.node_id = Some("a".into());
         let mut stuck = task("stuck", "web");
-        stuck.spec = placement(|p| p.constraints = Some(vec!["node.role==manager".into()]));
+        stuck.spec = placement(|p| p.constraints = Some(vec!["node.role==manager".into()])).into();
         let s = state(vec![node("a")], vec![pre, stuck.clone()]);
         let p = plan(&s, Utc::now());
         assert!(p.intents.contains(&Intent::Assign {

@@ -82,14 +82,14 @@ fn task(id: &str) -> Task {
         service_name: "web".into(),
         slot: 1,
         node_id: Some("worker1".into()),
-        spec: engine::TaskSpec {
+        spec: std::sync::Arc::new(engine::TaskSpec {
             container_spec: Some(engine::TaskSpecContainerSpec {
                 image: Some("busybox".into()),
                 args: Some(vec!["sleep".into(), "100".into()]),
                 ..Default::default()
             }),
             ..Default::default()
-        },
+        }),
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Assigned, "assigned"),

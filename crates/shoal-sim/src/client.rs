@@ -391,7 +391,7 @@ async fn perform(
             Op::Scale | Op::Update => match control.resolve_service(service) {
                 Err(e) => Err(e),
                 Ok(svc) => {
-                    let mut spec = svc.spec.clone();
+                    let mut spec = (*svc.spec).clone();
                     if op == Op::Scale {
                         set_replicas(&mut spec, replicas);
                     } else {

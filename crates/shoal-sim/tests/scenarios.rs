@@ -263,7 +263,7 @@ async fn a_forwarded_write_refused_on_apply_is_not_acknowledged() {
     cluster.crash(follower.id).await;
     for i in 0..5 {
         let svc = on_leader.resolve_service("web").expect("web");
-        let mut spec = svc.spec.clone();
+        let mut spec = (*svc.spec).clone();
         spec.labels = Some([("rev".to_string(), i.to_string())].into());
         on_leader
             .update_service(&id, svc.meta.version, spec, None, false)
@@ -278,7 +278,7 @@ async fn a_forwarded_write_refused_on_apply_is_not_acknowledged() {
     let stale = on_follower
         .resolve_service("web")
         .expect("web on the follower");
-    let mut spec = stale.spec.clone();
+    let mut spec = (*stale.spec).clone();
     spec.labels = Some([("rev".to_string(), "stale".to_string())].into());
     let res = on_follower
         .update_service(&id, stale.meta.version, spec, None, false)
@@ -333,7 +333,7 @@ async fn a_forwarded_write_refused_on_apply_is_reported_when_the_proposer_says_s
     cluster.crash(follower.id).await;
     let svc = on_leader.resolve_service("web").expect("web");
     on_leader
-        .update_service(&id, svc.meta.version, svc.spec.clone(), None, false)
+        .update_service(&id, svc.meta.version, (*svc.spec).clone(), None, false)
         .await
         .expect("update on the leader");
     cluster.open(follower.id).await.expect("restart");
@@ -343,7 +343,7 @@ async fn a_forwarded_write_refused_on_apply_is_reported_when_the_proposer_says_s
         .resolve_service("web")
         .expect("web on the follower");
     let res = on_follower
-        .update_service(&id, stale.meta.version, stale.spec.clone(), None, false)
+        .update_service(&id, stale.meta.version, (*stale.spec).clone(), None, false)
         .await;
     cluster.shutdown().await;
     let refused = match &res {
@@ -513,7 +513,7 @@ async fn a_second_stop_first_update_waits_for_the_task_still_running() {
         let id = id.clone();
         async move {
             let svc = control.resolve_service(&id).expect("service");
-            let mut spec = svc.spec.clone();
+            let mut spec = (*svc.spec).clone();
             spec.task_template
                 .as_mut()
                 .and_then(|t| t.container_spec.as_mut())

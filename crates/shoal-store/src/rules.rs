@@ -148,14 +148,14 @@ mod tests {
         Service {
             id: id.into(),
             meta: Meta::new_now(),
-            spec: engine::ServiceSpec {
+            spec: Box::new(engine::ServiceSpec {
                 name: Some(name.into()),
                 endpoint_spec: Some(engine::EndpointSpec {
                     ports: Some(ports),
                     ..Default::default()
                 }),
                 ..Default::default()
-            },
+            }),
             previous_spec: None,
             spec_version: 1,
             endpoint: None,

@@ -4,6 +4,7 @@ use crate::StoreError;
 use serde::{Deserialize, Serialize};
 use shoal_api::{Cluster, Node, Object, ObjectKind, Service, Task};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// One change in a batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +117,49 @@ impl StoreState {
             .collect();
         for (id, sid, nid) in tasks {
             self.index_task(&id, &sid, nid.as_deref());
+        }
+        // One spec allocation per (service, spec version, equal spec), as writes keep it.
+        let mut shared: BTreeMap<(String, u64), Vec<Arc<shoal_api::engine::TaskSpec>>> =
+            BTreeMap::new();
+        for t in self.tasks.values_mut() {
+            let held = shared
+                .entry((t.service_id.clone(), t.spec_version))
+                .or_default();
+            match held.iter().find(|h| ***h == *t.spec) {
+                Some(h) => t.spec = Arc::clone(h),
+                None => held.push(Arc::clone(&t.spec)),
+            }
+        }
+    }
+
+    /// Makes `t` hold the same spec allocation as the stored task it replaces or a sibling made
+    /// from the same spec version, when their specs are equal: a service's tasks share one
+    /// copy of their spec on every replica, however the task arrived (planned here, decoded
+    /// from the log, restored from a snapshot).
+    fn share_spec(&self, t: &mut Task) {
+        /// Siblings looked at before giving up (bounds the cost of a write).
+        const SIBLINGS: usize = 8;
+        let same = |held: &Arc<shoal_api::engine::TaskSpec>, t: &Task| {
+            Arc::ptr_eq(held, &t.spec) || **held == *t.spec
+        };
+        if let Some(old) = self.tasks.get(&t.id) {
+            if same(&old.spec, t) {
+                t.spec = Arc::clone(&old.spec);
+                return;
+            }
+        }
+        let Some(ids) = self.by_service.get(&t.service_id) else {
+            return;
+        };
+        let sibling = ids
+            .iter()
+            .filter(|id| **id != t.id)
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|s| s.spec_version == t.spec_version)
+            .take(SIBLINGS)
+            .find(|s| same(&s.spec, t));
+        if let Some(s) = sibling {
+            t.spec = Arc::clone(&s.spec);
         }
     }
 
@@ -233,6 +277,9 @@ impl StoreState {
             match action {
                 Action::Create(mut o) | Action::Update(mut o) => {
                     o.meta_mut().version = index;
+                    if let Object::Task(t) = &mut o {
+                        self.share_spec(t);
+                    }
                     let object = o.clone();
                     let old = self.put(o);
                     let kind = if old.is_some() {

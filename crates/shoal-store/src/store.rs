@@ -238,6 +238,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Action;
     use shoal_api::{Meta, Object, ObjectKind, Service, Task, TaskState, TaskStatus};
 
     fn service(id: &str) -> Service {
@@ -373,6 +374,66 @@ mod tests {
             store.view(|s| s.services.clone())
         );
         assert!(other.restore_bytes(1, b"{not json").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_services_tasks_share_one_spec_however_they_arrive() {
+        let spec = |image: &str| shoal_api::engine::TaskSpec {
+            container_spec: Some(shoal_api::engine::TaskSpecContainerSpec {
+                image: Some(image.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let with = |id: &str, image: &str| {
+            let mut t = task(id, "s1", None);
+            t.spec = std::sync::Arc::new(spec(image));
+            t
+        };
+        let store = Store::new();
+        // Each task arrives with its own allocation, as entries decoded from the log do.
+        let batch = Batch {
+            actions: vec![
+                Action::Create(Object::Service(service("s1"))),
+                Action::Create(Object::Task(with("t1", "busybox"))),
+                Action::Create(Object::Task(with("t2", "busybox"))),
+                Action::Create(Object::Task(with("t3", "nginx"))),
+            ],
+        };
+        store.apply_payload(1, &batch.encode().unwrap()).unwrap();
+        let update = Batch {
+            actions: vec![Action::Update(Object::Task({
+                let mut t = with("t2", "busybox");
+                t.meta.version = 1;
+                t.status = TaskStatus::new(TaskState::Running, "started");
+                t
+            }))],
+        };
+        store.apply_payload(2, &update.encode().unwrap()).unwrap();
+        let shared = |st: &StoreState, a: &str, b: &str| {
+            std::sync::Arc::ptr_eq(&st.tasks[a].spec, &st.tasks[b].spec)
+        };
+        store.view(|st| {
+            assert!(shared(st, "t1", "t2"), "equal specs share");
+            assert!(!shared(st, "t1", "t3"), "a different spec is its own");
+            assert_eq!(
+                st.tasks["t3"]
+                    .spec
+                    .container_spec
+                    .as_ref()
+                    .unwrap()
+                    .image
+                    .as_deref(),
+                Some("nginx")
+            );
+        });
+        let other = Store::new();
+        other.restore_bytes(2, &store.snapshot_bytes()).unwrap();
+        other.view(|st| {
+            assert!(shared(st, "t1", "t2"), "shared again after a restore");
+            assert!(!shared(st, "t1", "t3"));
+        });
+        assert_eq!(other.view(|s| s.clone()), store.view(|s| s.clone()));
     }
 
     #[tokio::test]

@@ -40,6 +40,7 @@ use shoal_api::{
 use shoal_store::{StoreError, StoreState, Tx};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Status message of a task the orchestrator just created.
 pub const CREATED_MESSAGE: &str = "created";
@@ -191,6 +192,9 @@ pub(crate) struct ServiceCtx<'a> {
     pub now: DateTime<Utc>,
     /// Every task of the service.
     pub tasks: Vec<&'a Task>,
+    /// The template as new tasks hold it: one allocation shared by all of them (and by the
+    /// existing tasks made from the same spec).
+    shared: std::cell::OnceCell<Arc<engine::TaskSpec>>,
 }
 
 impl<'a> ServiceCtx<'a> {
@@ -222,7 +226,19 @@ impl<'a> ServiceCtx<'a> {
             constraints,
             now,
             tasks,
+            shared: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The template behind an `Arc`, reusing an existing task's when it holds the same spec.
+    fn shared_template(&self) -> Arc<engine::TaskSpec> {
+        Arc::clone(self.shared.get_or_init(|| {
+            self.tasks
+                .iter()
+                .find(|t| t.spec_version == self.service.spec_version && *t.spec == *self.template)
+                .map(|t| Arc::clone(&t.spec))
+                .unwrap_or_else(|| Arc::new(self.template.clone().into_owned()))
+        }))
     }
 
     pub fn node(&self, id: Option<&str>) -> Option<&'a Node> {
@@ -275,7 +291,7 @@ impl<'a> ServiceCtx<'a> {
             service_name: self.service.name().to_string(),
             slot,
             node_id,
-            spec: self.template.clone().into_owned(),
+            spec: self.shared_template(),
             spec_version: self.service.spec_version,
             desired_state: TaskState::Running,
             status: TaskStatus {
@@ -534,7 +550,7 @@ pub(crate) mod testutil {
         Service {
             id: id.into(),
             meta: Meta::new_now(),
-            spec: engine::ServiceSpec {
+            spec: Box::new(engine::ServiceSpec {
                 name: Some(id.into()),
                 mode: Some(mode),
                 task_template: Some(engine::TaskSpec {
@@ -545,7 +561,7 @@ pub(crate) mod testutil {
                     ..Default::default()
                 }),
                 ..Default::default()
-            },
+            }),
             previous_spec: None,
             spec_version: 1,
             endpoint: None,

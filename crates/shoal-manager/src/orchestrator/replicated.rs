@@ -352,7 +352,7 @@ mod tests {
             });
         }
         let mut t = task(&s, 1, Some("n1"), TaskState::Running);
-        t.spec = s.spec.task_template.clone().unwrap_or_default();
+        t.spec = s.spec.task_template.clone().unwrap_or_default().into();
         let id = t.id.clone();
         let st = state(vec![node("n1")], vec![s], vec![t]);
         let p = plan(&st, Utc::now());

@@ -525,7 +525,7 @@ mod tests {
         let old = task(&paused, 2, Some("n1"), TaskState::Running);
         let mut old = old;
         old.spec_version = 1;
-        old.spec.force_update = None;
+        std::sync::Arc::make_mut(&mut old.spec).force_update = None;
         let st = state(vec![node("n1")], vec![paused], vec![old]);
         let p = plan(&st, Utc::now());
         assert!(update_status_of(&p).is_none());

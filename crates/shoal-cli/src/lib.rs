@@ -30,6 +30,8 @@ pub enum Dispatch {
     Daemon(Vec<OsString>),
     /// `shoal shim ...`: run the shim with these arguments (those after `shim`).
     Shim(Vec<OsString>),
+    /// `shoal machine ...`: run the machine verbs with these arguments (those after `machine`).
+    Machine(Vec<OsString>),
 }
 
 /// Exit code docker uses for usage (flag) errors.
@@ -103,6 +105,18 @@ pub enum Command {
         )]
         args: Vec<OsString>,
     },
+    /// Manage machines (network namespaces on this host, each running shoal)
+    #[command(disable_help_flag = true)]
+    Machine {
+        /// Arguments for the machine verbs
+        #[arg(
+            num_args = 0..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_parser = clap::value_parser!(OsString)
+        )]
+        args: Vec<OsString>,
+    },
     /// Run a container shim (internal)
     #[command(hide = true, disable_help_flag = true)]
     Shim {
@@ -161,6 +175,7 @@ pub fn run(argv: Vec<OsString>) -> Dispatch {
     match cli.command {
         Command::Daemon { args } => return Dispatch::Daemon(args),
         Command::Shim { args } => return Dispatch::Shim(args),
+        Command::Machine { args } => return Dispatch::Machine(args),
         _ => {}
     }
     let changed = changed_flags(&matches);
@@ -209,7 +224,7 @@ async fn execute(cli: Cli, changed: Vec<String>) -> Result<(), CliError> {
         Command::Service { cmd } => service::run(&host, cmd, &changed).await,
         Command::Info(args) => system::info(&host, args).await,
         Command::Version(args) => system::version(&host, args).await,
-        Command::Daemon { .. } | Command::Shim { .. } => Ok(()),
+        Command::Daemon { .. } | Command::Shim { .. } | Command::Machine { .. } => Ok(()),
     }
 }
 

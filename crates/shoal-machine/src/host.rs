@@ -1,0 +1,218 @@
+//! The seam over host operations ([`Host`]) and its real implementation ([`RealHost`]) through
+//! the `ip`, `unshare` and `nsenter` commands and plain signals.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::model::Record;
+use crate::{MachineError, Paths};
+
+/// What the machine logic needs from the host.
+pub trait Host {
+    fn is_root(&self) -> bool;
+    /// Runs `ip ARGS...`; an error carries its stderr.
+    fn ip(&self, args: &[&str]) -> Result<(), MachineError>;
+    fn link_exists(&self, name: &str) -> bool;
+    fn netns_exists(&self, name: &str) -> bool;
+    fn alive(&self, pid: u32) -> bool;
+    /// SIGTERM, then SIGKILL after a bound; returns once the process is gone.
+    fn stop_pid(&self, pid: u32) -> Result<(), MachineError>;
+    /// SIGKILL to every process still in the namespace.
+    fn kill_netns_pids(&self, netns: &str);
+    /// Starts the machine's daemon in its namespace and a new UTS namespace; returns its pid.
+    fn spawn_daemon(&self, rec: &Record, p: &Paths) -> Result<u32, MachineError>;
+    fn ping(&self, socket: &Path) -> bool;
+    /// (SWARM, DOCKER, ERRORS) columns of `ls`.
+    fn engine_info(&self, socket: &Path) -> (String, String, String);
+    /// Runs a command inside the namespaces of `pid`; returns its exit code.
+    fn exec_in(&self, pid: u32, p: &Paths, command: &[String]) -> i32;
+}
+
+/// The host this runs on.
+pub struct RealHost;
+
+fn http_get(socket: &Path, path: &str) -> Option<String> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: shoal\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_string())
+}
+
+impl Host for RealHost {
+    fn is_root(&self) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), MachineError> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| MachineError::Host(format!("running ip: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(MachineError::Host(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
+    fn link_exists(&self, name: &str) -> bool {
+        Path::new("/sys/class/net").join(name).exists()
+    }
+
+    fn netns_exists(&self, name: &str) -> bool {
+        Path::new("/run/netns").join(name).exists()
+    }
+
+    fn alive(&self, pid: u32) -> bool {
+        // A zombie counts as gone.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(s) => !s
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    fn stop_pid(&self, pid: u32) -> Result<(), MachineError> {
+        let Ok(p) = libc::pid_t::try_from(pid) else {
+            return Ok(());
+        };
+        // SAFETY: kill with a valid signal number.
+        unsafe { libc::kill(p, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.alive(pid) {
+            if Instant::now() > deadline {
+                // SAFETY: as above.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            if Instant::now() > deadline + Duration::from_secs(5) {
+                return Err(MachineError::Host(format!("process {pid} did not exit")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn kill_netns_pids(&self, netns: &str) {
+        for _ in 0..3 {
+            let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() else {
+                return;
+            };
+            let pids: Vec<libc::pid_t> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            if pids.is_empty() {
+                return;
+            }
+            for p in pids {
+                // SAFETY: kill with a valid signal number.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn spawn_daemon(&self, rec: &Record, p: &Paths) -> Result<u32, MachineError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| MachineError::Host(format!("finding the shoal binary: {e}")))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p.log())
+            .map_err(|e| MachineError::Io(p.log().display().to_string(), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| MachineError::Io(p.log().display().to_string(), e))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &rec.netns(), "unshare", "--uts", "sh", "-c"])
+            .arg("hostname \"$1\" && exec \"$2\" daemon --data-root \"$3\" -H \"unix://$4\" --swarm-default-advertise-addr \"$5\"")
+            .arg("sh")
+            .arg(&rec.name)
+            .arg(&exe)
+            .arg(p.data())
+            .arg(p.socket())
+            .arg(rec.ip.to_string())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| MachineError::Host(format!("starting the daemon: {e}")))?;
+        // Each step execs the next, so this pid ends up being the daemon's; nobody waits for
+        // it here, the daemon outlives this command.
+        let pid = child.id();
+        std::mem::forget(child);
+        Ok(pid)
+    }
+
+    fn ping(&self, socket: &Path) -> bool {
+        http_get(socket, "/_ping").is_some_and(|b| b.trim() == "OK")
+    }
+
+    fn engine_info(&self, socket: &Path) -> (String, String, String) {
+        let version = http_get(socket, "/version")
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["Version"].as_str().map(|s| format!("v{s}")));
+        let swarm = http_get(socket, "/info")
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .map(|v| match v["Swarm"]["LocalNodeState"].as_str() {
+                Some("active") if v["Swarm"]["ControlAvailable"].as_bool() == Some(true) => {
+                    "manager".to_string()
+                }
+                Some("active") => "worker".to_string(),
+                _ => String::new(),
+            })
+            .unwrap_or_default();
+        match version {
+            Some(v) => (swarm, v, String::new()),
+            None => (swarm, "Unknown".into(), "daemon not answering".into()),
+        }
+    }
+
+    fn exec_in(&self, pid: u32, p: &Paths, command: &[String]) -> i32 {
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.to_path_buf()))
+            .unwrap_or_default();
+        let path = format!(
+            "{}:{}",
+            exe_dir.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("-t")
+            .arg(pid.to_string())
+            .args(["-n", "-u", "--"])
+            .arg("env")
+            .arg(format!("DOCKER_HOST={}", p.url()))
+            .arg(format!("HOME={}", p.home().display()))
+            .arg(format!("PATH={path}"))
+            .current_dir(p.home());
+        if command.is_empty() {
+            cmd.arg("sh").arg("-i");
+        } else {
+            // As ssh does: the words form one shell command line.
+            cmd.arg("sh").arg("-c").arg(command.join(" "));
+        }
+        match cmd.status() {
+            Ok(s) => s.code().unwrap_or(255),
+            Err(e) => {
+                eprintln!("running nsenter: {e}");
+                255
+            }
+        }
+    }
+}

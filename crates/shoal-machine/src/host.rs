@@ -17,6 +17,8 @@ pub trait Host {
     /// Runs `ip ARGS...`; an error carries its stderr.
     fn ip(&self, args: &[&str]) -> Result<(), MachineError>;
     fn link_exists(&self, name: &str) -> bool;
+    /// Destinations of the host's IPv4 routes with their device: (`10.0.0.0/8`, `eth0`).
+    fn routes(&self) -> Vec<(String, String)>;
     fn netns_exists(&self, name: &str) -> bool;
     fn alive(&self, pid: u32) -> bool;
     /// SIGTERM, then SIGKILL after a bound; returns once the process is gone.
@@ -73,6 +75,26 @@ impl Host for RealHost {
 
     fn netns_exists(&self, name: &str) -> bool {
         Path::new("/run/netns").join(name).exists()
+    }
+
+    fn routes(&self) -> Vec<(String, String)> {
+        let Ok(out) = Command::new("ip").args(["-4", "route", "show"]).output() else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let dest = words.first()?.to_string();
+                let dev = words
+                    .iter()
+                    .position(|w| *w == "dev")
+                    .and_then(|i| words.get(i + 1))
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                Some((dest, dev))
+            })
+            .collect()
     }
 
     fn alive(&self, pid: u32) -> bool {

@@ -47,6 +47,8 @@ pub enum MachineError {
     NotRunning(String),
     #[error("machine \"{0}\" uses bridge {1} with subnet {2}, not {3}")]
     SubnetMismatch(String, String, String, String),
+    #[error("subnet {0} clashes with the host route {1} (dev {2}); choose another with --subnet")]
+    SubnetClash(String, String, String),
     #[error("{0}")]
     Host(String),
     #[error("{0}: {1}")]
@@ -57,7 +59,10 @@ pub enum MachineError {
 #[derive(Parser, Debug)]
 #[command(
     name = "shoal machine",
-    about = "Manage machines (network namespaces running shoal)"
+    about = "Manage machines (network namespaces running shoal)",
+    subcommand_required = true,
+    arg_required_else_help = true,
+    disable_help_subcommand = true
 )]
 pub struct MachineCli {
     #[command(subcommand)]
@@ -124,8 +129,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let cli = match MachineCli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
+            use clap::error::ErrorKind;
             let _ = e.print();
-            return if e.use_stderr() { 125 } else { 0 };
+            return match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => 125,
+            };
         }
     };
     let host = host::RealHost;
@@ -403,13 +414,13 @@ fn create(
     };
     println!("Creating machine {name} ({ip} on {bridge})...");
     let made_bridge = !h.link_exists(bridge);
-    let result = (|| {
-        if made_bridge {
-            h.ip(&["link", "add", bridge, "type", "bridge"])?;
-            let gw = format!("{}/{}", subnet.gateway(), subnet.prefix);
-            h.ip(&["addr", "add", &gw, "dev", bridge])?;
-            h.ip(&["link", "set", bridge, "up"])?;
+    if made_bridge {
+        if let Some((dest, dev)) = h.routes().into_iter().find(|(d, _)| subnet.overlaps(d)) {
+            return Err(MachineError::SubnetClash(subnet.to_string(), dest, dev));
         }
+    }
+    let result = (|| {
+        ensure_bridge(h, &rec)?;
         std::fs::create_dir_all(p.home()).map_err(io(p.home().display()))?;
         std::fs::create_dir_all(p.data()).map_err(io(p.data().display()))?;
         save(root, &rec)?;
@@ -425,6 +436,18 @@ fn create(
     }
     println!("Machine {name} is running: eval $(shoal machine env {name})");
     Ok(())
+}
+
+/// The host bridge with the gateway address, made when missing (first machine, or after a
+/// reboot of the host).
+fn ensure_bridge(h: &dyn host::Host, rec: &Record) -> Result<(), MachineError> {
+    if h.link_exists(&rec.bridge) {
+        return Ok(());
+    }
+    h.ip(&["link", "add", &rec.bridge, "type", "bridge"])?;
+    let gw = format!("{}/{}", rec.subnet.gateway(), rec.subnet.prefix);
+    h.ip(&["addr", "add", &gw, "dev", &rec.bridge])?;
+    h.ip(&["link", "set", &rec.bridge, "up"])
 }
 
 /// Namespace, veth pair, address, loopback, default route.
@@ -461,6 +484,7 @@ fn links_up(h: &dyn host::Host, rec: &Record) -> Result<(), MachineError> {
 }
 
 fn start(h: &dyn host::Host, root: &Path, rec: &mut Record) -> Result<(), MachineError> {
+    ensure_bridge(h, rec)?;
     if !h.netns_exists(&rec.netns()) {
         plumb(h, rec)?;
     } else {
@@ -622,6 +646,12 @@ mod tests {
         fn link_exists(&self, name: &str) -> bool {
             self.links.borrow().contains(name)
         }
+        fn routes(&self) -> Vec<(String, String)> {
+            vec![
+                ("default".into(), "eth0".into()),
+                ("10.50.0.0/16".into(), "eth0".into()),
+            ]
+        }
         fn netns_exists(&self, name: &str) -> bool {
             self.netns.borrow().contains(name)
         }
@@ -676,6 +706,32 @@ mod tests {
                 name,
             },
             _ => Cmd::Ip { name },
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        MachineCli::command().debug_assert();
+        assert_eq!(main(vec![]), 0, "no verb prints the help");
+        assert_eq!(main(vec!["bogus".into()]), 125);
+        let cli = MachineCli::try_parse_from([
+            "m",
+            "ssh",
+            "m1",
+            "shoal",
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "10.0.0.2",
+        ])
+        .unwrap();
+        match cli.cmd {
+            Cmd::Ssh { name, command } => {
+                assert_eq!(name, "m1");
+                assert_eq!(command.len(), 5);
+            }
+            other => panic!("{other:?}"),
         }
     }
 
@@ -755,6 +811,24 @@ mod tests {
             made,
             "no host command after the first create"
         );
+        let e = run(
+            &h,
+            dir.path(),
+            Cmd::Create {
+                driver: "netns".into(),
+                subnet: Some("10.50.3.0/24".into()),
+                ip: None,
+                bridge: "br-other".into(),
+                name: "m9".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, MachineError::SubnetClash(..)), "{e}");
+        assert_eq!(
+            h.log.borrow().len(),
+            made,
+            "no host command after the first create"
+        );
         let mut not_root = FakeHost::new();
         not_root.root = false;
         let e = run(&not_root, dir.path(), create_cmd("m2")).unwrap_err();
@@ -781,6 +855,29 @@ mod tests {
         let rec = load(dir.path(), "m1").unwrap();
         assert_eq!(live_state(&h, &rec), State::Running);
         assert_eq!(run(&h, dir.path(), verb("m1", "ssh")).unwrap(), 0);
+    }
+
+    #[test]
+    fn start_rebuilds_bridge_and_namespace_after_a_host_reboot() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = FakeHost::new();
+        run(&h, dir.path(), create_cmd("m1")).unwrap();
+        // A reboot: no links, namespaces or processes survive.
+        h.links.borrow_mut().clear();
+        h.netns.borrow_mut().clear();
+        h.pids.borrow_mut().clear();
+        let rec = load(dir.path(), "m1").unwrap();
+        assert_eq!(live_state(&h, &rec), State::Stopped);
+        run(&h, dir.path(), verb("m1", "start")).unwrap();
+        assert!(h.link_exists("br-test"));
+        assert!(h.netns_exists("shoal-m1"));
+        assert!(h.link_exists(&veth_name_of("m1")));
+        let rec = load(dir.path(), "m1").unwrap();
+        assert_eq!(live_state(&h, &rec), State::Running);
+    }
+
+    fn veth_name_of(name: &str) -> String {
+        model::veth_name(name)
     }
 
     #[test]

@@ -91,6 +91,27 @@ impl Subnet {
     }
 }
 
+impl Subnet {
+    /// Whether this subnet shares addresses with a route destination such as `10.0.0.0/8`,
+    /// `192.168.1.0/24` or `10.97.0.5` (`default` and unparsable entries never clash).
+    pub fn overlaps(&self, dest: &str) -> bool {
+        let (ip, len) = dest.split_once('/').unwrap_or((dest, "32"));
+        let (Ok(ip), Ok(len)) = (ip.parse::<Ipv4Addr>(), len.parse::<u8>()) else {
+            return false;
+        };
+        if len > 32 {
+            return false;
+        }
+        let shorter = len.min(self.prefix);
+        let mask = if shorter == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(shorter))
+        };
+        u32::from(ip) & mask == u32::from(self.network) & mask
+    }
+}
+
 impl std::fmt::Display for Subnet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.network, self.prefix)
@@ -281,6 +302,23 @@ mod tests {
             s.check_requested(Ipv4Addr::new(10, 97, 0, 2), &used),
             Err(MachineError::IpInUse(_))
         ));
+    }
+
+    #[test]
+    fn overlaps_with_routes() {
+        let s = Subnet::parse("10.97.0.0/24").unwrap();
+        for yes in ["10.0.0.0/8", "10.97.0.0/24", "10.97.0.128/25", "10.97.0.5"] {
+            assert!(s.overlaps(yes), "{yes}");
+        }
+        for no in [
+            "default",
+            "10.98.0.0/24",
+            "192.168.1.0/24",
+            "fe80::/64",
+            "x/8",
+        ] {
+            assert!(!s.overlaps(no), "{no}");
+        }
     }
 
     #[test]

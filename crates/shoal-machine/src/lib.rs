@@ -375,6 +375,20 @@ fn create(
     if p.dir.exists() || h.netns_exists(&model::netns_name(name)) {
         return Err(MachineError::Exists(name.to_string()));
     }
+    // sun_path holds 108 bytes, the terminating NUL included.
+    if p.socket().as_os_str().len() >= 108 {
+        return Err(MachineError::Host(format!(
+            "the machine's socket path {} is too long for a unix socket; use a shorter SHOAL_MACHINE_STORAGE_PATH",
+            p.socket().display()
+        )));
+    }
+    let veth = model::veth_name(name);
+    if h.link_exists(&veth) {
+        // Not ours: rolling back would delete it.
+        return Err(MachineError::Host(format!(
+            "a network interface named {veth} already exists on this host; remove it or choose another machine name"
+        )));
+    }
     let all = load_all(root)?;
     let on_bridge: Vec<&Record> = all.iter().filter(|r| r.bridge == bridge).collect();
     let subnet = match (subnet, on_bridge.first()) {
@@ -503,8 +517,12 @@ fn start(h: &dyn host::Host, root: &Path, rec: &mut Record) -> Result<(), Machin
             rec.pid = None;
             rec.state = State::Stopped;
             let _ = save(root, rec);
+            // The log goes with a rolled-back machine: show its end here.
+            let log = std::fs::read_to_string(p.log()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join("\n");
             return Err(MachineError::Host(format!(
-                "the daemon of machine {} did not start; see {}",
+                "the daemon of machine {} did not start ({}):\n{tail}",
                 rec.name,
                 p.log().display()
             )));
@@ -829,6 +847,14 @@ mod tests {
             made,
             "no host command after the first create"
         );
+        h.links.borrow_mut().insert(model::veth_name("m7"));
+        let e = run(&h, dir.path(), create_cmd("m7")).unwrap_err();
+        assert!(e.to_string().contains("already exists on this host"), "{e}");
+        assert!(
+            h.link_exists(&model::veth_name("m7")),
+            "a foreign link is left alone"
+        );
+        h.links.borrow_mut().remove(&model::veth_name("m7"));
         let mut not_root = FakeHost::new();
         not_root.root = false;
         let e = run(&not_root, dir.path(), create_cmd("m2")).unwrap_err();

@@ -516,11 +516,7 @@ pub fn plan(state: &StoreState, now: DateTime<Utc>) -> Plan {
         };
         match d.outcome {
             Outcome::Assigned(node_id) => {
-                let message = if t.node_id.is_some() {
-                    PREASSIGNED_MESSAGE
-                } else {
-                    ASSIGNED_MESSAGE
-                };
+                let message = assigned_message(t);
                 plan.push(Intent::Assign {
                     task_id: d.task_id,
                     node_id,
@@ -538,6 +534,16 @@ pub fn plan(state: &StoreState, now: DateTime<Utc>) -> Plan {
         }
     }
     plan
+}
+
+/// The status message of a task the scheduler assigns: it names a node picked for it, or one
+/// the task was bound to (a global service's).
+fn assigned_message(t: &Task) -> &'static str {
+    if t.node_id.is_some() {
+        PREASSIGNED_MESSAGE
+    } else {
+        ASSIGNED_MESSAGE
+    }
 }
 
 /// Carries the tasks that `plan` (the orchestrator's) creates through the allocator and the
@@ -600,11 +606,7 @@ pub fn place_created(state: &StoreState, plan: &mut Plan, now: DateTime<Utc>) ->
         };
         match d.outcome {
             Outcome::Assigned(node_id) => {
-                let message = if t.node_id.is_some() {
-                    PREASSIGNED_MESSAGE
-                } else {
-                    ASSIGNED_MESSAGE
-                };
+                let message = assigned_message(t);
                 t.node_id = Some(node_id);
                 t.status.state = TaskState::Assigned;
                 t.status.message = message.to_string();

@@ -499,12 +499,7 @@ impl Daemon {
             }
         };
         let res = async {
-            raft.initialize_single()
-                .await
-                .map_err(|e| anyhow::anyhow!("initializing Raft: {e}"))?;
-            raft.wait_leader(Duration::from_secs(30))
-                .await
-                .map_err(|e| anyhow::anyhow!("waiting for a Raft leader: {e}"))?;
+            lead_alone(&raft).await?;
             let key_pem = root
                 .key_pem()
                 .ok_or_else(|| anyhow::anyhow!("the new root CA has no key"))?
@@ -864,12 +859,7 @@ impl Daemon {
         let client_tls = Arc::new(shoal_ca::client_config(&creds)?);
         let raft = self.open_raft(&identity, &data_key, client_tls).await?;
         let res = async {
-            raft.initialize_single()
-                .await
-                .map_err(|e| anyhow::anyhow!("initializing Raft: {e}"))?;
-            raft.wait_leader(Duration::from_secs(30))
-                .await
-                .map_err(|e| anyhow::anyhow!("waiting for a Raft leader: {e}"))?;
+            lead_alone(&raft).await?;
             let batch = recovered_state(state, &identity);
             let payload = batch.encode().map_err(|e| anyhow::anyhow!("{e}"))?;
             raft.propose(payload)
@@ -1376,6 +1366,17 @@ fn sync_unlock_key(
         tracing::info!("this manager's keys are now wrapped by the swarm's unlock key");
     }
     Ok(true)
+}
+
+/// Makes a new Raft group of this manager alone and waits until it leads it.
+async fn lead_alone(raft: &RaftNode) -> anyhow::Result<()> {
+    raft.initialize_single()
+        .await
+        .map_err(|e| anyhow::anyhow!("initializing Raft: {e}"))?;
+    raft.wait_leader(Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("waiting for a Raft leader: {e}"))?;
+    Ok(())
 }
 
 /// On every manager, until `stop`: keeps the key store wrapped by the swarm's unlock key.

@@ -235,19 +235,7 @@ impl NodeClient {
         description: &engine::NodeDescription,
         addr: &str,
     ) -> Result<Duration, RpcError> {
-        Ok(self.register_session(node_id, description, addr).await?.0)
-    }
-
-    /// `Dispatcher.Register`, also returning the managers' addresses the manager sent (empty
-    /// if it sent none).
-    pub async fn register_session(
-        &self,
-        node_id: &str,
-        description: &engine::NodeDescription,
-        addr: &str,
-    ) -> Result<(Duration, Vec<String>), RpcError> {
-        let s = self.register_info(node_id, description, addr).await?;
-        Ok((s.period, s.managers))
+        Ok(self.register_info(node_id, description, addr).await?.period)
     }
 
     /// `Dispatcher.Register`, with everything the manager answered.
@@ -274,16 +262,7 @@ impl NodeClient {
 
     /// `Dispatcher.Heartbeat`: keeps the session; returns the heartbeat period.
     pub async fn heartbeat(&self, node_id: &str) -> Result<Duration, RpcError> {
-        Ok(self.heartbeat_session(node_id).await?.0)
-    }
-
-    /// `Dispatcher.Heartbeat`, also returning the managers' addresses the manager sent.
-    pub async fn heartbeat_session(
-        &self,
-        node_id: &str,
-    ) -> Result<(Duration, Vec<String>), RpcError> {
-        let s = self.heartbeat_info(node_id).await?;
-        Ok((s.period, s.managers))
+        Ok(self.heartbeat_info(node_id).await?.period)
     }
 
     /// `Dispatcher.Heartbeat`, with everything the manager answered.

@@ -935,9 +935,9 @@ async fn the_link_learns_the_managers_from_register_and_heartbeat_answers() {
         Some(c.server.addr.as_str())
     );
     let client = c.client("worker1", PeerRole::Worker).await;
-    let (period, managers) = client.heartbeat_session("worker1").await.unwrap();
-    assert_eq!(period, Duration::from_secs(4));
-    assert_eq!(managers.len(), 2);
+    let session = client.heartbeat_info("worker1").await.unwrap();
+    assert_eq!(session.period, Duration::from_secs(4));
+    assert_eq!(session.managers.len(), 2);
 
     // The recorded role: nothing said keeps the last known; a change is published.
     let mut role = link.role_watch();

@@ -3,10 +3,13 @@
 //! endpoints bollard lacks (swarm unlock/unlock-key, init/join bodies with
 //! `AutoLockManagers`/`Availability`, raw inspect JSON, multiplexed logs), and
 //! the mapping of transport and API failures to docker's error texts.
+//!
+//! With TLS ([`crate::tls`]) both paths go through the same rustls connector: the raw client
+//! directly, bollard through a custom transport that sends its requests over it.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bollard::Docker;
 use bytes::Bytes;
@@ -14,6 +17,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+
+use crate::tls::{self, TlsOptions};
 
 /// Where the CLI looks for the daemon when neither `-H`, `SHOAL_HOST` nor `DOCKER_HOST` is set.
 pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
@@ -201,13 +207,19 @@ impl Host {
     /// Parses `unix:///path`, `unix://path`, `/path`, `tcp://host[:port]`,
     /// `http://host[:port]`. An empty string is the default socket.
     pub fn parse(s: &str) -> Result<Host, String> {
+        Host::parse_with(s, false)
+    }
+
+    /// [`Host::parse`], where a TCP host without a port gets docker's TLS port (2376) when
+    /// `tls` is on, its plain port (2375) otherwise. `https://host[:port]` is accepted too.
+    pub fn parse_with(s: &str, tls: bool) -> Result<Host, String> {
         let s = s.trim();
         if s.is_empty() {
-            return Host::parse(DEFAULT_HOST);
+            return Host::parse_with(DEFAULT_HOST, tls);
         }
         if let Some(path) = s.strip_prefix("unix://") {
             if path.is_empty() {
-                return Host::parse(DEFAULT_HOST);
+                return Host::parse_with(DEFAULT_HOST, tls);
             }
             return Ok(Host::Unix(PathBuf::from(path)));
         }
@@ -217,6 +229,8 @@ impl Host {
         let rest = if let Some(r) = s.strip_prefix("tcp://") {
             r
         } else if let Some(r) = s.strip_prefix("http://") {
+            r
+        } else if let Some(r) = s.strip_prefix("https://") {
             r
         } else if s.contains("://") {
             return Err(format!("unable to parse docker host `{s}`"));
@@ -233,6 +247,7 @@ impl Host {
             Some(p) => p
                 .parse::<u16>()
                 .map_err(|_| format!("invalid port in docker host `{s}`"))?,
+            None if tls => tls::DEFAULT_TLS_PORT,
             None => DEFAULT_TCP_PORT,
         };
         Ok(Host::Tcp(format!("{host}:{port}")))
@@ -269,6 +284,47 @@ pub fn resolve_host(flag: Option<&str>) -> String {
     DEFAULT_HOST.to_string()
 }
 
+/// Where and how to reach the daemon: the host string (as given, for messages) and the TLS
+/// settings (`None`: plain HTTP). TLS applies to TCP hosts; a unix socket is always plain.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// `-H` value, `$SHOAL_HOST`, `$DOCKER_HOST` or the default socket.
+    pub host: String,
+    /// TLS settings.
+    pub tls: Option<TlsOptions>,
+}
+
+impl Endpoint {
+    /// A plain (no TLS) endpoint.
+    pub fn plain(host: impl Into<String>) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            tls: None,
+        }
+    }
+}
+
+impl From<&str> for Endpoint {
+    fn from(host: &str) -> Endpoint {
+        Endpoint::plain(host)
+    }
+}
+
+/// A TLS session setup: the client configuration and the name the daemon must prove.
+#[derive(Clone)]
+struct TlsConn {
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+}
+
+/// The transport of the raw client (and of bollard when TLS is on).
+#[derive(Clone)]
+struct Transport {
+    host: Host,
+    host_str: String,
+    tls: Option<TlsConn>,
+}
+
 /// A buffered raw response.
 #[derive(Debug)]
 pub struct RawResponse {
@@ -283,15 +339,15 @@ pub struct RawResponse {
 pub struct Client {
     /// The bollard client, pinned to the negotiated API version.
     pub docker: Docker,
-    host: Host,
-    host_str: String,
+    transport: Arc<Transport>,
     version: (usize, usize),
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("host", &self.host_str)
+            .field("host", &self.transport.host_str)
+            .field("tls", &self.transport.tls.is_some())
             .field("version", &self.version)
             .finish()
     }
@@ -311,14 +367,27 @@ pub fn negotiate(server: Option<&str>) -> (usize, usize) {
 }
 
 impl Client {
-    /// Connects to `host_str`: pings the daemon (unversioned `GET /_ping`), negotiates
+    /// Connects to the endpoint: pings the daemon (unversioned `GET /_ping`), negotiates
     /// the API version from its `Api-Version` header and builds the bollard client.
-    pub async fn connect(host_str: &str) -> Result<Client, CliError> {
+    /// With TLS, the certificate files are read first (a missing or unusable one is named).
+    pub async fn connect(endpoint: &Endpoint) -> Result<Client, CliError> {
+        let host_str = endpoint.host.as_str();
         set_current_host(host_str);
-        let host = Host::parse(host_str).map_err(CliError::Message)?;
+        let host = Host::parse_with(host_str, endpoint.tls.is_some()).map_err(CliError::Message)?;
+        let tls = match (&host, &endpoint.tls) {
+            (Host::Tcp(addr), Some(opts)) => Some(TlsConn {
+                config: tls::client_config(opts)?,
+                name: tls::server_name(addr)?,
+            }),
+            _ => None,
+        };
+        let transport = Arc::new(Transport {
+            host: host.clone(),
+            host_str: host_str.to_string(),
+            tls,
+        });
         let ping = send(
-            &host,
-            host_str,
+            &transport,
             Method::GET,
             "/_ping".to_string(),
             Vec::new(),
@@ -336,6 +405,18 @@ impl Client {
             minor_version: version.1,
         };
         let docker = match &host {
+            Host::Tcp(addr) if transport.tls.is_some() => {
+                let t = transport.clone();
+                Docker::connect_with_custom_transport(
+                    move |req: bollard::BollardRequest| {
+                        let t = t.clone();
+                        async move { send_bollard(&t, req).await }
+                    },
+                    Some(format!("https://{addr}")),
+                    REQUEST_TIMEOUT_SECS,
+                    &bollard_version,
+                )
+            }
             Host::Unix(path) => Docker::connect_with_unix(
                 &path.to_string_lossy(),
                 REQUEST_TIMEOUT_SECS,
@@ -350,10 +431,14 @@ impl Client {
         .map_err(CliError::from)?;
         Ok(Client {
             docker,
-            host,
-            host_str: host_str.to_string(),
+            transport,
             version,
         })
+    }
+
+    /// Whether this connection uses TLS.
+    pub fn is_tls(&self) -> bool {
+        self.transport.tls.is_some()
     }
 
     /// The negotiated API version, e.g. "1.51".
@@ -363,7 +448,7 @@ impl Client {
 
     /// The host string this client was built from.
     pub fn host(&self) -> &str {
-        &self.host_str
+        &self.transport.host_str
     }
 
     fn versioned(&self, path: &str, query: &[(&str, String)]) -> String {
@@ -392,15 +477,7 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>, CliError> {
         let full = self.versioned(path, query);
-        let resp = send(
-            &self.host,
-            &self.host_str,
-            method,
-            full.clone(),
-            headers,
-            body,
-        )
-        .await?;
+        let resp = send(&self.transport, method, full.clone(), headers, body).await?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(resp);
@@ -465,18 +542,125 @@ impl Client {
     }
 }
 
+/// An established connection to the daemon, before the HTTP handshake.
+enum Conn {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Why a connection could not be established.
+enum ConnectFailure {
+    /// Nothing listens there (docker's "Cannot connect to the daemon").
+    Refused,
+    /// The TLS handshake failed; the text is Go's.
+    Tls(String),
+}
+
+/// `Get`, `Post`, ... as Go prints methods in `error during connect` messages.
+fn go_method(m: &Method) -> String {
+    let s = m.as_str().to_ascii_lowercase();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+        None => s,
+    }
+}
+
+impl Transport {
+    fn refused(&self) -> CliError {
+        CliError::Connect {
+            host: self.host_str.clone(),
+        }
+    }
+
+    /// `error during connect: Get "https://host:port/path": {detail}`.
+    fn during_connect(&self, method: &Method, path: &str, detail: &str) -> CliError {
+        let (scheme, authority) = match &self.host {
+            Host::Unix(p) => ("http", p.display().to_string().replace('/', "%2F")),
+            Host::Tcp(a) if self.tls.is_some() => ("https", a.clone()),
+            Host::Tcp(a) => ("http", a.clone()),
+        };
+        let hint = match (&self.host, &self.tls) {
+            (Host::Tcp(_), None) => {
+                "\n* Are you trying to connect to a TLS-enabled daemon without TLS? (set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or pass --tlsverify)"
+            }
+            _ => "",
+        };
+        CliError::msg(format!(
+            "error during connect: {} \"{scheme}://{authority}{path}\": {detail}{hint}",
+            go_method(method)
+        ))
+    }
+
+    async fn connect(&self) -> Result<Conn, ConnectFailure> {
+        match &self.host {
+            Host::Unix(path) => tokio::net::UnixStream::connect(path)
+                .await
+                .map(Conn::Unix)
+                .map_err(|_| ConnectFailure::Refused),
+            Host::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(|_| ConnectFailure::Refused)?;
+                let _ = stream.set_nodelay(true);
+                let Some(tls) = &self.tls else {
+                    return Ok(Conn::Tcp(stream));
+                };
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                match connector.connect(tls.name.clone(), stream).await {
+                    Ok(s) => Ok(Conn::Tls(Box::new(s))),
+                    Err(e) => Err(ConnectFailure::Tls(match tls::rustls_error(&e) {
+                        Some(r) => tls::describe_rustls(r),
+                        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            "remote error: tls: the daemon closed the connection during the TLS handshake".to_string()
+                        }
+                        None => e.to_string(),
+                    })),
+                }
+            }
+        }
+    }
+
+    /// Connects (TLS handshake included), performs the HTTP/1.1 handshake and sends `req`.
+    /// Nothing listening is [`CliError::Connect`]; any later failure is docker's
+    /// `error during connect: ...` text.
+    async fn round_trip<B>(&self, req: Request<B>) -> Result<Response<Incoming>, CliError>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = req.method().clone();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".to_string());
+        let conn = match self.connect().await {
+            Ok(c) => c,
+            Err(ConnectFailure::Refused) => return Err(self.refused()),
+            Err(ConnectFailure::Tls(detail)) => {
+                return Err(self.during_connect(&method, &path, &detail))
+            }
+        };
+        let result = match conn {
+            Conn::Unix(s) => send_over(TokioIo::new(s), req).await,
+            Conn::Tcp(s) => send_over(TokioIo::new(s), req).await,
+            Conn::Tls(s) => send_over(TokioIo::new(*s), req).await,
+        };
+        result.map_err(|e| self.during_connect(&method, &path, &e))
+    }
+}
+
 async fn send(
-    host: &Host,
-    host_str: &str,
+    transport: &Transport,
     method: Method,
     path_and_query: String,
     headers: Vec<(&'static str, String)>,
     body: Option<Vec<u8>>,
 ) -> Result<Response<Incoming>, CliError> {
-    let refused = || CliError::Connect {
-        host: host_str.to_string(),
-    };
-    let authority = match host {
+    let authority = match &transport.host {
         Host::Unix(_) => "localhost".to_string(),
         Host::Tcp(a) => a.clone(),
     };
@@ -497,40 +681,100 @@ async fn send(
     let req = builder
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| CliError::msg(e.to_string()))?;
-    match host {
-        Host::Unix(path) => {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(|_| refused())?;
-            send_over(TokioIo::new(stream), req, refused).await
+    transport.round_trip(req).await
+}
+
+/// The bollard custom transport: rewrites bollard's absolute URI to origin form and sends the
+/// request over the TLS connector.
+async fn send_bollard(
+    transport: &Transport,
+    req: bollard::BollardRequest,
+) -> Result<Response<Incoming>, bollard::errors::Error> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let authority = match &transport.host {
+        Host::Unix(_) => "localhost".to_string(),
+        Host::Tcp(a) => a.clone(),
+    };
+    parts.uri = path.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+        bollard::errors::Error::IOError {
+            err: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
         }
-        Host::Tcp(addr) => {
-            let stream = tokio::net::TcpStream::connect(addr.as_str())
-                .await
-                .map_err(|_| refused())?;
-            send_over(TokioIo::new(stream), req, refused).await
+    })?;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&authority) {
+        parts.headers.insert(hyper::header::HOST, v);
+    }
+    let req = Request::from_parts(parts, body);
+    transport.round_trip(req).await.map_err(|e| {
+        let kind = match e {
+            CliError::Connect { .. } => std::io::ErrorKind::ConnectionRefused,
+            _ => std::io::ErrorKind::Other,
+        };
+        bollard::errors::Error::IOError {
+            err: std::io::Error::new(kind, e.to_string()),
+        }
+    })
+}
+
+async fn send_over<I, B>(io: I, req: Request<B>) -> Result<Response<Incoming>, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn_task = tokio::spawn(conn);
+    match sender.send_request(req).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            // When the connection itself failed (a TLS alert read right after a TLS 1.3
+            // handshake: no or a rejected client certificate), its error says why; the
+            // request only knows the connection went away.
+            let conn_result =
+                tokio::time::timeout(std::time::Duration::from_secs(1), conn_task).await;
+            match conn_result {
+                Ok(Ok(Err(ce))) => Err(hyper_error_text(&ce)),
+                _ => Err(hyper_error_text(&e)),
+            }
         }
     }
 }
 
-async fn send_over<I>(
-    io: I,
-    req: Request<Full<Bytes>>,
-    refused: impl Fn() -> CliError,
-) -> Result<Response<Incoming>, CliError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|_| refused())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| CliError::msg(format!("error during connect: {e}")))
+/// The text of a failed exchange: the TLS alert or verification failure when there is one
+/// (with TLS 1.3 the daemon rejects a client certificate after the handshake, on first read),
+/// Go's `EOF` for a connection closed without an answer, else hyper's error and its causes.
+fn hyper_error_text(e: &hyper::Error) -> String {
+    let mut causes = Vec::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(r) = s.downcast_ref::<rustls::Error>() {
+            return tls::describe_rustls(r);
+        }
+        if let Some(r) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(tls::rustls_error)
+        {
+            return tls::describe_rustls(r);
+        }
+        causes.push(s.to_string());
+        src = s.source();
+    }
+    if e.is_incomplete_message() || e.is_closed() {
+        return "EOF".to_string();
+    }
+    let mut text = e.to_string();
+    for c in causes {
+        text.push_str(": ");
+        text.push_str(&c);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -575,6 +819,18 @@ mod tests {
             Host::parse("tcp://:2375"),
             Ok(Host::Tcp("127.0.0.1:2375".to_string()))
         );
+        assert_eq!(
+            Host::parse_with("tcp://10.97.0.2", true),
+            Ok(Host::Tcp("10.97.0.2:2376".to_string()))
+        );
+        assert_eq!(
+            Host::parse_with("https://10.97.0.2:12376", true),
+            Ok(Host::Tcp("10.97.0.2:12376".to_string()))
+        );
+        assert_eq!(
+            Host::parse_with("unix:///x.sock", true),
+            Ok(Host::Unix(PathBuf::from("/x.sock")))
+        );
         assert!(Host::parse("ssh://user@host").is_err());
         assert!(Host::parse("tcp://host:notaport").is_err());
         assert!(Host::parse("tcp://host:80/path").is_err());
@@ -587,7 +843,7 @@ mod tests {
             .build()
             .unwrap();
         for host in ["tcp://127.0.0.1:1", "unix:///nonexistent/shoal.sock"] {
-            let err = rt.block_on(Client::connect(host)).unwrap_err();
+            let err = rt.block_on(Client::connect(&host.into())).unwrap_err();
             assert_eq!(
                 err,
                 CliError::Connect {
@@ -596,7 +852,7 @@ mod tests {
             );
             assert_eq!(err.exit_code(), 1);
         }
-        assert!(rt.block_on(Client::connect("ssh://x")).is_err());
+        assert!(rt.block_on(Client::connect(&"ssh://x".into())).is_err());
     }
 
     #[test]

@@ -13,8 +13,10 @@ pub mod service;
 pub mod swarm;
 pub mod system;
 pub mod template;
+pub mod tls;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -52,6 +54,35 @@ pub struct Cli {
     /// Daemon socket to connect to (default: $SHOAL_HOST, $DOCKER_HOST, unix:///run/shoal/shoal.sock)
     #[arg(short = 'H', long = "host", value_name = "HOST")]
     pub host: Option<String>,
+    /// Use TLS; implied by --tlsverify (default: $DOCKER_TLS)
+    #[arg(
+        long = "tls",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub tls: Option<bool>,
+    /// Use TLS and verify the remote (default: $DOCKER_TLS_VERIFY)
+    #[arg(
+        long = "tlsverify",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub tlsverify: Option<bool>,
+    /// Trust certs signed only by this CA (default: $DOCKER_CERT_PATH/ca.pem, ~/.docker/ca.pem)
+    #[arg(long = "tlscacert", value_name = "PATH")]
+    pub tlscacert: Option<PathBuf>,
+    /// Path to TLS certificate file (default: $DOCKER_CERT_PATH/cert.pem, ~/.docker/cert.pem)
+    #[arg(long = "tlscert", value_name = "PATH")]
+    pub tlscert: Option<PathBuf>,
+    /// Path to TLS key file (default: $DOCKER_CERT_PATH/key.pem, ~/.docker/key.pem)
+    #[arg(long = "tlskey", value_name = "PATH")]
+    pub tlskey: Option<PathBuf>,
     /// Set the logging level
     #[arg(
         short = 'l',
@@ -217,7 +248,17 @@ fn clap_exit(e: &clap::Error) -> i32 {
 }
 
 async fn execute(cli: Cli, changed: Vec<String>) -> Result<(), CliError> {
-    let host = client::resolve_host(cli.host.as_deref());
+    let tls = tls::TlsFlags {
+        tls: cli.tls,
+        tlsverify: cli.tlsverify,
+        tlscacert: cli.tlscacert.clone(),
+        tlscert: cli.tlscert.clone(),
+        tlskey: cli.tlskey.clone(),
+    };
+    let host = client::Endpoint {
+        host: client::resolve_host(cli.host.as_deref()),
+        tls: tls.resolve_from_env(),
+    };
     match cli.command {
         Command::Swarm { cmd } => swarm::run(&host, cmd).await,
         Command::Node { cmd } => node::run(&host, cmd).await,
@@ -292,5 +333,35 @@ mod tests {
         let changed = changed_flags(&m);
         assert!(changed.contains(&"image".to_string()));
         assert!(!changed.contains(&"detach".to_string()));
+    }
+
+    #[test]
+    fn tls_flags_parse_like_docker() {
+        let parse = |args: &[&str]| Cli::try_parse_from(argv(args));
+        let c = parse(&["shoal", "--tlsverify", "info"]).unwrap();
+        assert_eq!((c.tls, c.tlsverify), (None, Some(true)));
+        let c = parse(&["shoal", "--tls", "--tlsverify=false", "info"]).unwrap();
+        assert_eq!((c.tls, c.tlsverify), (Some(true), Some(false)));
+        let c = parse(&[
+            "shoal",
+            "--tlscacert",
+            "/c/ca.pem",
+            "--tlscert=/c/cert.pem",
+            "--tlskey",
+            "/c/key.pem",
+            "-H",
+            "tcp://10.0.0.2",
+            "version",
+        ])
+        .unwrap();
+        assert_eq!(c.tlscacert, Some(PathBuf::from("/c/ca.pem")));
+        assert_eq!(c.tlscert, Some(PathBuf::from("/c/cert.pem")));
+        assert_eq!(c.tlskey, Some(PathBuf::from("/c/key.pem")));
+        // `--tlsverify info` must not take `info` as the flag's value.
+        assert!(matches!(
+            parse(&["shoal", "--tlsverify", "info"]).unwrap().command,
+            Command::Info(_)
+        ));
+        assert!(parse(&["shoal", "--tlsverify=maybe", "info"]).is_err());
     }
 }

@@ -10,7 +10,7 @@ use bollard::query_parameters::{
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{CliError, Client};
+use crate::client::{CliError, Client, Endpoint};
 use crate::format::{
     bytes_size, capitalize_first, enum_str, go_time_pretty, header, inspect_raw_array, natural_cmp,
     out, render, timestamp, Format,
@@ -133,7 +133,7 @@ pub struct UpdateArgs {
 }
 
 /// Runs a `node` subcommand.
-pub async fn run(host: &str, cmd: NodeCommand) -> Result<(), CliError> {
+pub async fn run(host: &Endpoint, cmd: NodeCommand) -> Result<(), CliError> {
     let client = Client::connect(host).await?;
     match cmd {
         NodeCommand::Ls(a) => list(&client, a).await,

@@ -22,7 +22,7 @@ use bollard::Docker;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{CliError, Client};
+use crate::client::{CliError, Client, Endpoint};
 use crate::format::{
     bytes_size, capitalize_first, ellipsis, enum_str, familiar_image, go_duration, header,
     human_since, natural_cmp, out, render, timestamp, truncate_id, Format,
@@ -403,7 +403,7 @@ pub struct ScaleArgs {
 }
 
 /// Runs a `service` subcommand.
-pub async fn run(host: &str, cmd: ServiceCommand, changed: &[String]) -> Result<(), CliError> {
+pub async fn run(host: &Endpoint, cmd: ServiceCommand, changed: &[String]) -> Result<(), CliError> {
     // Errors docker reports before talking to the daemon.
     let spec = match &cmd {
         ServiceCommand::Create(a) => Some(build_spec(a)?),
@@ -2734,7 +2734,7 @@ Ports:
             .unwrap();
         let err = rt
             .block_on(run(
-                "unix:///nonexistent.sock",
+                &"unix:///nonexistent.sock".into(),
                 parse(&["update", "--rollback", "--image", "x", "web"]),
                 &["rollback".into(), "image".into(), "service".into()],
             ))
@@ -2745,7 +2745,7 @@ Ports:
         );
         let err = rt
             .block_on(run(
-                "unix:///nonexistent.sock",
+                &"unix:///nonexistent.sock".into(),
                 parse(&["scale", "web"]),
                 &[],
             ))
@@ -2754,7 +2754,7 @@ Ports:
             .to_string()
             .starts_with("invalid scale specifier 'web'."));
         let err = rt
-            .block_on(run("unix:///nonexistent.sock", parse(&["ls"]), &[]))
+            .block_on(run(&"unix:///nonexistent.sock".into(), parse(&["ls"]), &[]))
             .unwrap_err();
         assert_eq!(
             err.to_string(),

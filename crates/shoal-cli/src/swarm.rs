@@ -11,7 +11,7 @@ use bollard::query_parameters::{LeaveSwarmOptions, UpdateSwarmOptions};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{CliError, Client};
+use crate::client::{CliError, Client, Endpoint};
 use crate::format::out;
 use crate::opts;
 
@@ -226,7 +226,7 @@ pub struct UnlockKeyArgs {
 }
 
 /// Runs a `swarm` subcommand.
-pub async fn run(host: &str, cmd: SwarmCommand) -> Result<(), CliError> {
+pub async fn run(host: &Endpoint, cmd: SwarmCommand) -> Result<(), CliError> {
     if let SwarmCommand::JoinToken(a) = &cmd {
         if a.role != "worker" && a.role != "manager" {
             return Err(CliError::msg(format!("unknown role {}", a.role)));

@@ -5,7 +5,7 @@
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::client::{CliError, Client, CLIENT_API_VERSION};
+use crate::client::{CliError, Client, Endpoint, CLIENT_API_VERSION};
 use crate::format::{bytes_size, human_duration, out, tabwrite};
 use crate::template::Template;
 
@@ -411,7 +411,7 @@ pub fn info_server_section(info: &Value) -> (String, Vec<String>) {
 }
 
 /// Runs `info`.
-pub async fn info(host: &str, a: InfoArgs) -> Result<(), CliError> {
+pub async fn info(host: &Endpoint, a: InfoArgs) -> Result<(), CliError> {
     let format = a.format.unwrap_or_default();
     if format.is_empty() {
         let client = match Client::connect(host).await {
@@ -550,7 +550,7 @@ pub fn version_text(client: &Value, server: Option<&Value>) -> String {
 }
 
 /// Runs `version`.
-pub async fn version(host: &str, a: VersionArgs) -> Result<(), CliError> {
+pub async fn version(host: &Endpoint, a: VersionArgs) -> Result<(), CliError> {
     let format = a.format.unwrap_or_default();
     let default_api = format!("{}.{}", CLIENT_API_VERSION.0, CLIENT_API_VERSION.1);
     let (client, conn_err) = match Client::connect(host).await {

@@ -1,6 +1,7 @@
 //! The seam over host operations ([`Host`]) and its real implementation ([`RealHost`]) through
 //! the `ip`, `unshare` and `nsenter` commands and plain signals.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -16,18 +17,27 @@ pub trait Host {
     fn is_root(&self) -> bool;
     /// Runs `ip ARGS...`; an error carries its stderr.
     fn ip(&self, args: &[&str]) -> Result<(), MachineError>;
-    fn link_exists(&self, name: &str) -> bool;
+    /// Whether interface `name` exists in namespace `netns` (`None`: the host's).
+    fn link_exists(&self, netns: Option<&str>, name: &str) -> bool;
     /// Destinations of the host's IPv4 routes with their device: (`10.0.0.0/8`, `eth0`).
     fn routes(&self) -> Vec<(String, String)>;
     fn netns_exists(&self, name: &str) -> bool;
+    /// Whether `pid` is still the machine daemon serving `socket` (not a zombie, not a process
+    /// that reused the pid after a reboot).
+    fn daemon_alive(&self, pid: u32, socket: &Path) -> bool;
+    /// Whether the process `pid` (a child just spawned, possibly still between two `exec`s)
+    /// exists and is not a zombie.
     fn alive(&self, pid: u32) -> bool;
     /// SIGTERM, then SIGKILL after a bound; returns once the process is gone.
     fn stop_pid(&self, pid: u32) -> Result<(), MachineError>;
     /// SIGKILL to every process still in the namespace.
     fn kill_netns_pids(&self, netns: &str);
     /// Starts the machine's daemon in its namespace and a new UTS namespace; returns its pid.
-    fn spawn_daemon(&self, rec: &Record, p: &Paths) -> Result<u32, MachineError>;
-    fn ping(&self, socket: &Path) -> bool;
+    /// `args` are the daemon flags after the fixed ones (API over TCP with TLS, resources).
+    fn spawn_daemon(&self, rec: &Record, p: &Paths, args: &[OsString])
+        -> Result<u32, MachineError>;
+    /// Whether the daemon behind `socket` answers `/_ping`; if not, why (for `ls` ERRORS).
+    fn ping(&self, socket: &Path) -> Result<(), String>;
     /// (SWARM, DOCKER, ERRORS) columns of `ls`.
     fn engine_info(&self, socket: &Path) -> (String, String, String);
     /// Runs a command inside the namespaces of `pid`; returns its exit code.
@@ -45,6 +55,16 @@ fn http_get(socket: &Path, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.").then(|| body.to_string())
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 impl Host for RealHost {
@@ -69,8 +89,16 @@ impl Host for RealHost {
         }
     }
 
-    fn link_exists(&self, name: &str) -> bool {
-        Path::new("/sys/class/net").join(name).exists()
+    fn link_exists(&self, netns: Option<&str>, name: &str) -> bool {
+        match netns {
+            None => Path::new("/sys/class/net").join(name).exists(),
+            Some(ns) => Command::new("ip")
+                .args(["-n", ns, "link", "show", "dev", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
     }
 
     fn netns_exists(&self, name: &str) -> bool {
@@ -97,14 +125,17 @@ impl Host for RealHost {
             .collect()
     }
 
+    fn daemon_alive(&self, pid: u32, socket: &Path) -> bool {
+        // Every step from `ip netns exec` to the daemon carries the socket path in its argv.
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        let needle = socket.as_os_str().as_encoded_bytes();
+        !needle.is_empty() && alive(pid) && cmdline.windows(needle.len()).any(|w| w == needle)
+    }
+
     fn alive(&self, pid: u32) -> bool {
-        // A zombie counts as gone.
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(s) => !s
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z')),
-            Err(_) => false,
-        }
+        alive(pid)
     }
 
     fn stop_pid(&self, pid: u32) -> Result<(), MachineError> {
@@ -114,7 +145,7 @@ impl Host for RealHost {
         // SAFETY: kill with a valid signal number.
         unsafe { libc::kill(p, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.alive(pid) {
+        while alive(pid) {
             if Instant::now() > deadline {
                 // SAFETY: as above.
                 unsafe { libc::kill(p, libc::SIGKILL) };
@@ -147,7 +178,12 @@ impl Host for RealHost {
         }
     }
 
-    fn spawn_daemon(&self, rec: &Record, p: &Paths) -> Result<u32, MachineError> {
+    fn spawn_daemon(
+        &self,
+        rec: &Record,
+        p: &Paths,
+        args: &[OsString],
+    ) -> Result<u32, MachineError> {
         let exe = std::env::current_exe()
             .map_err(|e| MachineError::Host(format!("finding the shoal binary: {e}")))?;
         let log = std::fs::OpenOptions::new()
@@ -160,13 +196,18 @@ impl Host for RealHost {
             .map_err(|e| MachineError::Io(p.log().display().to_string(), e))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &rec.netns(), "unshare", "--uts", "sh", "-c"])
-            .arg("hostname \"$1\" && exec \"$2\" daemon --data-root \"$3\" -H \"unix://$4\" --swarm-default-advertise-addr \"$5\"")
+            .arg(
+                "hostname \"$1\" && exe=\"$2\" && data=\"$3\" && sock=\"$4\" && ip=\"$5\" && shift 5 && \
+                 exec \"$exe\" daemon --data-root \"$data\" -H \"unix://$sock\" \
+                 --swarm-default-advertise-addr \"$ip\" \"$@\"",
+            )
             .arg("sh")
             .arg(&rec.name)
             .arg(&exe)
             .arg(p.data())
             .arg(p.socket())
             .arg(rec.ip.to_string())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -180,8 +221,19 @@ impl Host for RealHost {
         Ok(pid)
     }
 
-    fn ping(&self, socket: &Path) -> bool {
-        http_get(socket, "/_ping").is_some_and(|b| b.trim() == "OK")
+    fn ping(&self, socket: &Path) -> Result<(), String> {
+        if let Err(e) = UnixStream::connect(socket) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return Err(format!(
+                    "permission denied on {}; run as root",
+                    socket.display()
+                ));
+            }
+        }
+        match http_get(socket, "/_ping") {
+            Some(b) if b.trim() == "OK" => Ok(()),
+            _ => Err("daemon not answering".into()),
+        }
     }
 
     fn engine_info(&self, socket: &Path) -> (String, String, String) {
@@ -219,7 +271,7 @@ impl Host for RealHost {
             .arg(pid.to_string())
             .args(["-n", "-u", "--"])
             .arg("env")
-            .arg(format!("DOCKER_HOST={}", p.url()))
+            .arg(format!("DOCKER_HOST={}", p.socket_url()))
             .arg(format!("HOME={}", p.home().display()))
             .arg(format!("PATH={path}"))
             .current_dir(p.home());

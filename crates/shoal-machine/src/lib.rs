@@ -1,26 +1,35 @@
 //! `shoal machine`: machines without a hypervisor. A machine is a network namespace
-//! (`shoal-NAME`) on this host, attached by a veth pair to a host bridge, with its own address,
-//! its own hostname (a UTS namespace) and its own `shoal daemon`, whose API socket lives in the
-//! machine's directory on the host filesystem.
+//! (`shoal-NAME`) on this host with its own address, its own hostname (a UTS namespace) and its
+//! own `shoal daemon`, whose API socket lives in the machine's directory on the host filesystem.
+//! The machines of a bridge are wired to a "switch" namespace holding the bridge, and the host
+//! reaches them through a link named as the bridge ([`net`]).
 //!
 //! ```text
 //!  <storage>/NAME/{config.json, home/, data/, docker.sock, daemon.log}
-//!  host: bridge (gateway .1) ── veth shmXXXXXXXX ══ eth0 in netns shoal-NAME (.2, .3, ...)
+//!  host: BRIDGE (gateway .1) ══ switch shoal-sw-BRIDGE (br0) ── eth0 in shoal-NAME (.2, .3, ...)
 //! ```
 //!
-//! Host operations go through the `ip`, `unshare` and `nsenter` commands ([`host`]).
+//! Host operations go through the `ip`, `unshare` and `nsenter` commands ([`host`]); `scp` copies
+//! on the host filesystem ([`copy`]); `inspect` and `ls` formats use a Go-template subset
+//! ([`template`]).
 
+pub mod certs;
+pub mod copy;
 pub mod host;
 pub mod model;
+pub mod net;
+pub mod template;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
 
-use model::{LsRow, Record, State, Subnet};
+use model::{LsFilter, LsRow, Record, Shell, State, Subnet};
 
 /// What goes wrong, with docker-machine's wording where it has one.
 #[derive(Debug, thiserror::Error)]
@@ -33,22 +42,49 @@ pub enum MachineError {
     NotFound(String),
     #[error("invalid subnet {0:?}: expected an IPv4 network such as 10.97.0.0/24")]
     InvalidSubnet(String),
+    #[error("invalid bridge name {0:?}: 1 to 15 letters, digits, '-', '_' or '.'")]
+    InvalidBridge(String),
+    #[error("a network interface named {0} already exists on this host and is not a Shoal machine bridge; remove it or choose another --bridge")]
+    ForeignBridge(String),
     #[error("no free address left in {0}")]
     SubnetFull(String),
     #[error("invalid --ip {0}: not a machine address of {1}")]
     InvalidIp(String, String),
     #[error("address {0} is already used by another machine")]
     IpInUse(String),
+    #[error("invalid {0}: must be at least 1")]
+    InvalidResource(String),
     #[error("unknown driver {0:?}: the only driver is \"netns\"")]
     UnknownDriver(String),
     #[error("shoal machine {0} needs root privileges (network namespaces); run it as root")]
     NotRoot(String),
-    #[error("Error: machine \"{0}\" is not running. Start it with \"shoal machine start {0}\"")]
-    NotRunning(String),
+    #[error("Error: machine \"{0}\" is not running{1}. Start it with \"shoal machine start {0}\"")]
+    NotRunning(String, String),
+    #[error("Machine \"{0}\" is already {1}.")]
+    AlreadyInState(String, &'static str),
     #[error("machine \"{0}\" uses bridge {1} with subnet {2}, not {3}")]
     SubnetMismatch(String, String, String, String),
     #[error("subnet {0} clashes with the host route {1} (dev {2}); choose another with --subnet")]
     SubnetClash(String, String, String),
+    #[error("Error: No machine name(s) specified and no \"default\" machine exists")]
+    NoDefault,
+    #[error("Error: Expected one machine name as an argument")]
+    ExpectedOne,
+    #[error("Error: Expected to get one or more machine names as arguments")]
+    NoMachineSpecified,
+    #[error("No active host found")]
+    NoActiveHost,
+    #[error("Error: Expected no machine name when the -u flag is present")]
+    UnsetWithName,
+    #[error("template parsing error: {0}")]
+    Template(String),
+    #[error("{0}")]
+    Filter(String),
+    #[error(transparent)]
+    Copy(#[from] copy::CopyError),
+    /// Errors of several machines, one a line (docker-machine's consolidated errors).
+    #[error("{}", .0.join("\n"))]
+    Many(Vec<String>),
     #[error("{0}")]
     Host(String),
     #[error("{0}: {1}")]
@@ -76,36 +112,85 @@ pub enum Cmd {
         /// Driver to create the machine with
         #[arg(short = 'd', long, default_value = "netns")]
         driver: String,
-        /// Subnet of the host bridge
+        /// Subnet of the bridge
         #[arg(long)]
         subnet: Option<String>,
         /// Address of the machine (default: the first free one)
         #[arg(long)]
         ip: Option<Ipv4Addr>,
-        /// Host bridge to attach the machine to
+        /// Bridge to attach the machine to (also the name of the host's link to the machines)
         #[arg(long, default_value = model::DEFAULT_BRIDGE)]
         bridge: String,
+        /// CPUs the machine's node reports (default: the host's)
+        #[arg(long, value_name = "N")]
+        cpus: Option<u32>,
+        /// Memory in MB the machine's node reports (default: the host's)
+        #[arg(long, value_name = "MB")]
+        memory: Option<u64>,
         name: String,
     },
     /// List machines
-    Ls,
-    /// Get the IP address of a machine
-    Ip { name: String },
+    Ls {
+        /// Enable quiet mode
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Filter output based on conditions provided (name=, state=, driver=, swarm=, label=)
+        #[arg(long)]
+        filter: Vec<String>,
+        /// Pretty-print machines using a Go template
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
+    /// Print which machine is active (the one DOCKER_HOST points at)
+    Active,
+    /// Get the IP address of machines
+    Ip {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Get the status of a machine
-    Status { name: String },
-    /// Stop a machine
-    Stop { name: String },
-    /// Start a machine
-    Start { name: String },
-    /// Remove a machine
+    Status {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Get the URL of a machine
+    Url {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Inspect information about a machine
+    Inspect {
+        /// Format the output using the given go template
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Stop machines
+    Stop {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Start machines
+    Start {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Restart machines
+    Restart {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Remove machines
     Rm {
-        /// Remove even if stopping or cleaning up fails
+        /// Remove local configuration even if machine cannot be removed, also implies an automatic yes (`-y`)
         #[arg(short = 'f', long)]
         force: bool,
         /// Accepted for docker-machine compatibility (no prompt is asked)
         #[arg(short = 'y')]
         yes: bool,
-        name: String,
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
     },
     /// Run a command (or a shell) inside a machine
     Ssh {
@@ -113,12 +198,26 @@ pub enum Cmd {
         #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Copy files between machines (arguments are [machine:][path] [machine:][path])
+    Scp {
+        /// Copy files recursively (required to copy directories)
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        #[arg(value_name = "[MACHINE:]SRC")]
+        src: String,
+        #[arg(value_name = "[MACHINE:]DST")]
+        dst: String,
+    },
     /// Display the commands to set up the environment for the shoal/docker client
     Env {
         /// Unset variables instead of setting them
         #[arg(short = 'u', long)]
         unset: bool,
-        name: Option<String>,
+        /// Force environment to be configured for a specified shell: [fish, cmd, powershell, tcsh, emacs, sh, bash, zsh], default is auto-detect
+        #[arg(long)]
+        shell: Option<String>,
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
     },
 }
 
@@ -140,9 +239,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let host = host::RealHost;
-    match run(&host, &storage_root(), cli.cmd) {
+    let mut out = std::io::stdout();
+    match run(&host, &storage_root(), cli.cmd, &mut out) {
         Ok(code) => code,
         Err(e) => {
+            let _ = out.flush();
             eprintln!("{e}");
             1
         }
@@ -174,8 +275,15 @@ impl Paths {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("docker.sock")
     }
-    pub fn url(&self) -> String {
+    /// The API socket as a `unix://` URL: what `ssh` sets inside the machine and what the
+    /// host-side tools and tests may use without TLS.
+    pub fn socket_url(&self) -> String {
         format!("unix://{}", self.socket().display())
+    }
+    /// Where the TLS material lives (`ca.pem`, `cert.pem`, `key.pem`, `server*.pem`), as
+    /// docker-machine keeps it in the machine's directory: `DOCKER_CERT_PATH`.
+    pub fn certs(&self) -> &Path {
+        &self.dir
     }
     pub fn data(&self) -> PathBuf {
         self.dir.join("data")
@@ -191,6 +299,11 @@ impl Paths {
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> MachineError {
     let what = what.to_string();
     move |e| MachineError::Io(what, e)
+}
+
+/// Writes to the verb's output; a closed stdout (`| head`) is not an error of the verb.
+fn say(out: &mut dyn Write, text: &str) {
+    let _ = out.write_all(text.as_bytes());
 }
 
 /// Reads every machine record under `root`, sorted by name.
@@ -213,6 +326,28 @@ pub fn load_all(root: &Path) -> Result<Vec<Record>, MachineError> {
     Ok(out)
 }
 
+/// Machines whose `config.json` exists but does not load: (name, why), sorted by name.
+fn load_broken(root: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|entry| {
+            let cfg = entry.path().join("config.json");
+            let why = match std::fs::read_to_string(&cfg) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => e.to_string(),
+                Ok(text) => serde_json::from_str::<Record>(&text).err()?.to_string(),
+            };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            Some((name, format!("{}: {why}", cfg.display())))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 fn load(root: &Path, name: &str) -> Result<Record, MachineError> {
     let p = Paths::new(root, name);
     let text = std::fs::read_to_string(p.config())
@@ -229,88 +364,292 @@ fn save(root: &Path, rec: &Record) -> Result<(), MachineError> {
     std::fs::rename(&tmp, p.config()).map_err(io(p.config().display()))
 }
 
-/// Runs one `machine` verb; returns the exit code.
-pub fn run(h: &dyn host::Host, root: &Path, cmd: Cmd) -> Result<i32, MachineError> {
+/// The names a verb acts on: those given, else the machine named `default` when it exists.
+fn targets(root: &Path, names: Vec<String>) -> Result<Vec<String>, MachineError> {
+    if !names.is_empty() {
+        return Ok(names);
+    }
+    if Paths::new(root, "default").config().exists() {
+        Ok(vec!["default".to_string()])
+    } else {
+        Err(MachineError::NoDefault)
+    }
+}
+
+/// One target for verbs that take at most one name.
+fn one_target(root: &Path, names: Vec<String>) -> Result<String, MachineError> {
+    if names.len() > 1 {
+        return Err(MachineError::ExpectedOne);
+    }
+    let mut t = targets(root, names)?;
+    Ok(t.remove(0))
+}
+
+/// Loads every named machine before acting on any (an unknown name changes nothing).
+fn load_many(root: &Path, names: &[String]) -> Result<Vec<Record>, MachineError> {
+    let mut recs = Vec::new();
+    let mut errs = Vec::new();
+    for n in names {
+        match load(root, n) {
+            Ok(r) => recs.push(r),
+            Err(e) => errs.push(e.to_string()),
+        }
+    }
+    if errs.is_empty() {
+        Ok(recs)
+    } else {
+        Err(MachineError::Many(errs))
+    }
+}
+
+/// Runs `f` on each machine in turn; the errors, if any, together.
+fn for_each(
+    recs: Vec<Record>,
+    mut f: impl FnMut(Record) -> Result<(), MachineError>,
+) -> Result<(), MachineError> {
+    let errs: Vec<String> = recs
+        .into_iter()
+        .filter_map(|r| f(r).err().map(|e| e.to_string()))
+        .collect();
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(MachineError::Many(errs))
+    }
+}
+
+/// Runs one `machine` verb, writing its output to `out`; returns the exit code.
+pub fn run(
+    h: &dyn host::Host,
+    root: &Path,
+    cmd: Cmd,
+    out: &mut dyn Write,
+) -> Result<i32, MachineError> {
     match cmd {
         Cmd::Create {
             driver,
             subnet,
             ip,
             bridge,
+            cpus,
+            memory,
             name,
         } => {
-            create(h, root, &driver, subnet.as_deref(), ip, &bridge, &name)?;
+            let spec = CreateSpec {
+                driver: &driver,
+                subnet: subnet.as_deref(),
+                ip,
+                bridge: &bridge,
+                cpus,
+                memory,
+            };
+            create(h, root, &spec, &name, out)?;
             Ok(0)
         }
-        Cmd::Ls => {
+        Cmd::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let filter = LsFilter::parse(&filter)?;
             let active = std::env::var("DOCKER_HOST").unwrap_or_default();
-            let rows: Vec<LsRow> = load_all(root)?
+            let mut rows: Vec<LsRow> = load_all(root)?
                 .iter()
                 .map(|r| ls_row(h, root, r, &active))
                 .collect();
-            print!("{}", model::format_ls(&rows));
-            Ok(0)
-        }
-        Cmd::Ip { name } => {
-            let rec = load(root, &name)?;
-            println!("{}", rec.ip);
-            Ok(0)
-        }
-        Cmd::Status { name } => {
-            let rec = load(root, &name)?;
-            println!("{}", live_state(h, &rec).as_str());
-            Ok(0)
-        }
-        Cmd::Stop { name } => {
-            need_root(h, "stop")?;
-            let mut rec = load(root, &name)?;
-            stop(h, &rec)?;
-            rec.state = State::Stopped;
-            rec.pid = None;
-            save(root, &rec)?;
-            Ok(0)
-        }
-        Cmd::Start { name } => {
-            need_root(h, "start")?;
-            let mut rec = load(root, &name)?;
-            if live_state(h, &rec) == State::Running {
-                println!("Machine \"{name}\" is already running.");
-                return Ok(0);
+            // As docker-machine lists a host whose configuration does not load.
+            rows.extend(load_broken(root).into_iter().map(|(name, why)| LsRow {
+                name,
+                active: false,
+                driver: "not found".into(),
+                state: "Error".into(),
+                url: String::new(),
+                swarm: String::new(),
+                docker: "Unknown".into(),
+                errors: why,
+            }));
+            rows.sort_by(|a, b| a.name.cmp(&b.name));
+            rows.retain(|r| filter.matches(r));
+            if quiet {
+                for r in &rows {
+                    say(out, &format!("{}\n", r.name));
+                }
+            } else {
+                say(out, &model::render_ls(&rows, format.as_deref())?);
             }
-            start(h, root, &mut rec)?;
             Ok(0)
         }
-        Cmd::Rm { force, name, .. } => {
-            need_root(h, "rm")?;
-            let rec = load(root, &name)?;
-            remove(h, root, &rec, force)?;
-            println!("Successfully removed {name}");
+        Cmd::Active => {
+            let active = std::env::var("DOCKER_HOST").unwrap_or_default();
+            let row = load_all(root)?
+                .iter()
+                .map(|r| ls_row(h, root, r, &active))
+                .find(|r| r.active)
+                .ok_or(MachineError::NoActiveHost)?;
+            say(out, &format!("{}\n", row.name));
             Ok(0)
+        }
+        Cmd::Ip { names } => {
+            let recs = load_many(root, &targets(root, names)?)?;
+            for r in recs {
+                say(out, &format!("{}\n", r.ip));
+            }
+            Ok(0)
+        }
+        Cmd::Status { names } => {
+            let rec = load(root, &one_target(root, names)?)?;
+            say(out, &format!("{}\n", live_state(h, root, &rec).as_str()));
+            Ok(0)
+        }
+        Cmd::Url { names } => {
+            let rec = load(root, &one_target(root, names)?)?;
+            running_pid(h, root, &rec)?;
+            say(out, &format!("{}\n", rec.url()));
+            Ok(0)
+        }
+        Cmd::Inspect { format, names } => {
+            let rec = load(root, &one_target(root, names)?)?;
+            let v = inspect_json(root, &rec);
+            match format.filter(|f| !f.is_empty()) {
+                Some(f) => {
+                    let t = template::Template::parse(&f)?;
+                    say(out, &format!("{}\n", t.render(&v)));
+                }
+                None => say(out, &format!("{}\n", template::pretty_json(&v))),
+            }
+            Ok(0)
+        }
+        Cmd::Stop { names } => {
+            need_root(h, "stop")?;
+            let recs = load_many(root, &targets(root, names)?)?;
+            for_each(recs, |mut rec| {
+                say(out, &format!("Stopping \"{}\"...\n", rec.name));
+                if live_state(h, root, &rec) == Live::Stopped {
+                    return Err(MachineError::AlreadyInState(rec.name, "stopped"));
+                }
+                stop_and_record(h, root, &mut rec)?;
+                say(out, &format!("Machine \"{}\" was stopped.\n", rec.name));
+                Ok(())
+            })?;
+            Ok(0)
+        }
+        Cmd::Start { names } => {
+            need_root(h, "start")?;
+            let recs = load_many(root, &targets(root, names)?)?;
+            for_each(recs, |mut rec| {
+                say(out, &format!("Starting \"{}\"...\n", rec.name));
+                if live_state(h, root, &rec) == Live::Running {
+                    return Err(MachineError::AlreadyInState(rec.name, "running"));
+                }
+                recover_and_start(h, root, &mut rec)?;
+                say(out, &format!("Machine \"{}\" was started.\n", rec.name));
+                Ok(())
+            })?;
+            say(out, "Started machines may have new IP addresses. You may need to re-run the `shoal machine env` command.\n");
+            Ok(0)
+        }
+        Cmd::Restart { names } => {
+            need_root(h, "restart")?;
+            let recs = load_many(root, &targets(root, names)?)?;
+            for_each(recs, |mut rec| {
+                say(out, &format!("Restarting \"{}\"...\n", rec.name));
+                if live_state(h, root, &rec) == Live::Running {
+                    stop_and_record(h, root, &mut rec)?;
+                    start(h, root, &mut rec)
+                } else {
+                    say(out, &format!("Starting \"{}\"...\n", rec.name));
+                    recover_and_start(h, root, &mut rec)?;
+                    say(out, &format!("Machine \"{}\" was started.\n", rec.name));
+                    Ok(())
+                }
+            })?;
+            say(out, "Restarted machines may have new IP addresses. You may need to re-run the `shoal machine env` command.\n");
+            Ok(0)
+        }
+        Cmd::Rm { force, names, .. } => {
+            if names.is_empty() {
+                return Err(MachineError::NoMachineSpecified);
+            }
+            need_root(h, "rm")?;
+            say(out, &format!("About to remove {}\n", names.join(", ")));
+            say(
+                out,
+                "WARNING: This action will delete both local reference and remote instance.\n",
+            );
+            let mut errs = Vec::new();
+            for name in &names {
+                let res = load(root, name).and_then(|rec| remove(h, root, &rec, force));
+                match res {
+                    Ok(()) => say(out, &format!("Successfully removed {name}\n")),
+                    Err(e) => {
+                        let msg = format!("Error removing host \"{name}\": {e}");
+                        if force {
+                            let _ = out.flush();
+                            eprintln!("{msg}");
+                        }
+                        errs.push(msg);
+                    }
+                }
+            }
+            if errs.is_empty() || force {
+                Ok(0)
+            } else {
+                Err(MachineError::Many(errs))
+            }
         }
         Cmd::Ssh { name, command } => {
             let rec = load(root, &name)?;
             need_root(h, "ssh")?;
-            let pid = match (live_state(h, &rec), rec.pid) {
-                (State::Running, Some(pid)) => pid,
-                _ => return Err(MachineError::NotRunning(name)),
-            };
-            let p = Paths::new(root, &name);
-            Ok(h.exec_in(pid, &p, &command))
+            let pid = running_pid(h, root, &rec)?;
+            let _ = out.flush();
+            Ok(h.exec_in(pid, &Paths::new(root, &name), &command))
         }
-        Cmd::Env { unset: true, .. } => {
-            print!("{}", model::format_unset());
+        Cmd::Scp {
+            recursive,
+            src,
+            dst,
+        } => {
+            let src = scp_path(h, root, &src)?;
+            let dst = scp_path(h, root, &dst)?;
+            copy::copy(&src, &dst, recursive)?;
             Ok(0)
         }
-        Cmd::Env { name, .. } => {
-            let name = name.unwrap_or_else(|| "default".to_string());
-            let rec = load(root, &name)?;
-            if live_state(h, &rec) != State::Running {
-                return Err(MachineError::NotRunning(name));
+        Cmd::Env {
+            unset,
+            shell,
+            names,
+        } => {
+            let sh = shell
+                .clone()
+                .or_else(|| std::env::var("SHELL").ok())
+                .map_or(Shell::Posix, |s| Shell::from_name(&s));
+            let mut cmdline = "shoal machine env".to_string();
+            if let Some(s) = &shell {
+                cmdline.push_str(&format!(" --shell {s}"));
             }
-            print!(
-                "{}",
-                model::format_env(&name, &Paths::new(root, &name).url())
-            );
+            if unset {
+                if !names.is_empty() {
+                    return Err(MachineError::UnsetWithName);
+                }
+                say(out, &model::format_unset(sh, &format!("{cmdline} --unset")));
+                return Ok(0);
+            }
+            for n in &names {
+                cmdline.push_str(&format!(" {n}"));
+            }
+            let name = one_target(root, names)?;
+            let rec = load(root, &name)?;
+            running_pid(h, root, &rec)?;
+            let url = rec.url();
+            let p = Paths::new(root, &name);
+            let cert_path = p.certs().display().to_string();
+            let vars = [
+                ("DOCKER_TLS_VERIFY", "1"),
+                ("DOCKER_HOST", url.as_str()),
+                ("DOCKER_CERT_PATH", cert_path.as_str()),
+                ("DOCKER_MACHINE_NAME", name.as_str()),
+            ];
+            say(out, &model::format_env(sh, &vars, &cmdline));
             Ok(0)
         }
     }
@@ -324,54 +663,198 @@ fn need_root(h: &dyn host::Host, verb: &str) -> Result<(), MachineError> {
     }
 }
 
-/// Running only when the recorded daemon is alive.
-pub fn live_state(h: &dyn host::Host, rec: &Record) -> State {
+/// A machine's state as `ls` and `status` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Live {
+    /// The daemon is alive and answers.
+    Running,
+    /// Stopped with `stop` (or never started).
+    Stopped,
+    /// Should run but does not: the daemon exited or does not answer (why, with its log).
+    Error(String),
+}
+
+impl Live {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Live::Running => "Running",
+            Live::Stopped => "Stopped",
+            Live::Error(_) => "Error",
+        }
+    }
+}
+
+/// Running only when the recorded daemon is alive and answers.
+pub fn live_state(h: &dyn host::Host, root: &Path, rec: &Record) -> Live {
+    if rec.state == State::Stopped {
+        return Live::Stopped;
+    }
+    let p = Paths::new(root, &rec.name);
     match rec.pid {
-        Some(pid) if rec.state == State::Running && h.alive(pid) => State::Running,
-        _ => State::Stopped,
+        Some(pid) if h.daemon_alive(pid, &p.socket()) => match h.ping(&p.socket()) {
+            Ok(()) => Live::Running,
+            Err(why) => Live::Error(format!("{why}; see {}", p.log().display())),
+        },
+        _ => Live::Error(format!("daemon exited; see {}", p.log().display())),
+    }
+}
+
+/// The daemon's pid of a running machine, else why the machine cannot be used.
+fn running_pid(h: &dyn host::Host, root: &Path, rec: &Record) -> Result<u32, MachineError> {
+    match (live_state(h, root, rec), rec.pid) {
+        (Live::Running, Some(pid)) => Ok(pid),
+        (Live::Error(why), _) => Err(MachineError::NotRunning(
+            rec.name.clone(),
+            format!(" ({why})"),
+        )),
+        _ => Err(MachineError::NotRunning(rec.name.clone(), String::new())),
+    }
+}
+
+/// One side of `scp` as a host path (a machine side must name a running machine).
+fn scp_path(h: &dyn host::Host, root: &Path, arg: &str) -> Result<PathBuf, MachineError> {
+    match copy::parse_location(arg) {
+        copy::Location::Local(p) => Ok(p),
+        copy::Location::Machine { name, path } => {
+            let rec = load(root, &name)?;
+            running_pid(h, root, &rec)?;
+            Ok(copy::machine_path(&Paths::new(root, &name).home(), &path))
+        }
     }
 }
 
 fn ls_row(h: &dyn host::Host, root: &Path, rec: &Record, active: &str) -> LsRow {
     let p = Paths::new(root, &rec.name);
-    let state = live_state(h, rec);
-    let (swarm, docker, errors) = if state == State::Running {
-        h.engine_info(&p.socket())
-    } else {
-        (String::new(), "Unknown".to_string(), String::new())
+    let state = live_state(h, root, rec);
+    let (swarm, docker, errors) = match &state {
+        Live::Running => h.engine_info(&p.socket()),
+        Live::Stopped => (String::new(), "Unknown".to_string(), String::new()),
+        Live::Error(why) => (String::new(), "Unknown".to_string(), why.clone()),
     };
+    let running = state == Live::Running;
     LsRow {
         name: rec.name.clone(),
-        active: !active.is_empty() && active == p.url(),
+        active: running && (active == rec.url() || active == p.socket_url()),
         driver: rec.driver.clone(),
         state: state.as_str().to_string(),
-        url: if state == State::Running {
-            p.url()
-        } else {
-            String::new()
-        },
+        url: if running { rec.url() } else { String::new() },
         swarm,
         docker,
         errors,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What `inspect` shows, laid out as docker-machine's host JSON.
+pub fn inspect_json(root: &Path, rec: &Record) -> Value {
+    let p = Paths::new(root, &rec.name);
+    json!({
+        "ConfigVersion": 3,
+        "Driver": {
+            "IPAddress": rec.ip.to_string(),
+            "MachineName": rec.name,
+            "SSHUser": "root",
+            "StorePath": root.display().to_string(),
+            "CPU": rec.cpus.unwrap_or(0),
+            "Memory": rec.memory.unwrap_or(0),
+            "Bridge": rec.bridge,
+            "Subnet": rec.subnet.to_string(),
+            "Gateway": rec.subnet.gateway().to_string(),
+            "Netns": rec.netns(),
+            "SwitchNetns": rec.switch(),
+            "Veth": rec.veth(),
+            "Socket": p.socket().display().to_string(),
+            "Pid": rec.pid.unwrap_or(0),
+            "Created": rec.created,
+        },
+        "DriverName": rec.driver,
+        "HostOptions": {
+            "Driver": "",
+            "Memory": 0,
+            "Disk": 0,
+            "EngineOptions": {
+                "ArbitraryFlags": [],
+                "Dns": null,
+                "GraphDir": p.data().display().to_string(),
+                "Env": [],
+                "Ipv6": false,
+                "InsecureRegistry": [],
+                "Labels": [],
+                "LogLevel": "",
+                "StorageDriver": "",
+                "SelinuxEnabled": false,
+                "TlsVerify": false,
+                "RegistryMirror": [],
+                "InstallURL": "",
+            },
+            "SwarmOptions": {
+                "IsSwarm": false,
+                "Address": "",
+                "Discovery": "",
+                "Agent": false,
+                "Master": false,
+                "Host": "",
+                "Image": "",
+                "Strategy": "",
+                "Heartbeat": 0,
+                "Overcommit": 0,
+                "ArbitraryFlags": [],
+                "ArbitraryJoinFlags": [],
+                "Env": null,
+                "IsExperimental": false,
+            },
+            "AuthOptions": {
+                "CertDir": "",
+                "CaCertPath": "",
+                "CaPrivateKeyPath": "",
+                "CaCertRemotePath": "",
+                "ServerCertPath": "",
+                "ServerKeyPath": "",
+                "ClientKeyPath": "",
+                "ServerCertRemotePath": "",
+                "ServerKeyRemotePath": "",
+                "ClientCertPath": "",
+                "ServerCertSANs": [],
+                "StorePath": p.dir.display().to_string(),
+            },
+        },
+        "Name": rec.name,
+    })
+}
+
+/// `create`'s options.
+struct CreateSpec<'a> {
+    driver: &'a str,
+    subnet: Option<&'a str>,
+    ip: Option<Ipv4Addr>,
+    bridge: &'a str,
+    cpus: Option<u32>,
+    memory: Option<u64>,
+}
+
 fn create(
     h: &dyn host::Host,
     root: &Path,
-    driver: &str,
-    subnet: Option<&str>,
-    ip: Option<Ipv4Addr>,
-    bridge: &str,
+    spec: &CreateSpec,
     name: &str,
+    out: &mut dyn Write,
 ) -> Result<(), MachineError> {
-    if driver != "netns" {
-        return Err(MachineError::UnknownDriver(driver.to_string()));
+    if spec.driver != "netns" {
+        return Err(MachineError::UnknownDriver(spec.driver.to_string()));
     }
     model::validate_name(name)?;
+    model::validate_bridge(spec.bridge)?;
+    if spec.cpus == Some(0) {
+        return Err(MachineError::InvalidResource("--cpus".into()));
+    }
+    if spec.memory == Some(0) {
+        return Err(MachineError::InvalidResource("--memory".into()));
+    }
     need_root(h, "create")?;
+    let bridge = spec.bridge;
     let p = Paths::new(root, name);
+    // Held until the machine is recorded and wired: parallel creates get distinct addresses
+    // and do not build or remove the same switch at once.
+    let guard = StoreLock::take(root)?;
     if p.dir.exists() || h.netns_exists(&model::netns_name(name)) {
         return Err(MachineError::Exists(name.to_string()));
     }
@@ -382,16 +865,22 @@ fn create(
             p.socket().display()
         )));
     }
-    let veth = model::veth_name(name);
-    if h.link_exists(&veth) {
-        // Not ours: rolling back would delete it.
+    let all = load_all(root)?;
+    let sw = model::switch_netns_name(bridge);
+    if let Some(clash) = all.iter().find(|r| r.netns() == sw) {
         return Err(MachineError::Host(format!(
-            "a network interface named {veth} already exists on this host; remove it or choose another machine name"
+            "bridge {bridge} would need the namespace {sw}, which is machine {}'s; choose another --bridge",
+            clash.name
         )));
     }
-    let all = load_all(root)?;
+    let veth = model::veth_name(name);
+    if h.link_exists(Some(&sw), &veth) {
+        return Err(MachineError::Host(format!(
+            "a network interface named {veth} already exists in {sw}; choose another machine name"
+        )));
+    }
     let on_bridge: Vec<&Record> = all.iter().filter(|r| r.bridge == bridge).collect();
-    let subnet = match (subnet, on_bridge.first()) {
+    let subnet = match (spec.subnet, on_bridge.first()) {
         (Some(s), Some(other)) => {
             let s = Subnet::parse(s)?;
             if s != other.subnet {
@@ -409,111 +898,140 @@ fn create(
         (None, None) => Subnet::parse(model::DEFAULT_SUBNET)?,
     };
     let used: Vec<Ipv4Addr> = on_bridge.iter().map(|r| r.ip).collect();
-    let ip = match ip {
+    let ip = match spec.ip {
         Some(ip) => {
             subnet.check_requested(ip, &used)?;
             ip
         }
         None => subnet.allocate(&used)?,
     };
+    if net::foreign_bridge(h, bridge) {
+        return Err(MachineError::ForeignBridge(bridge.to_string()));
+    }
+    if !h.link_exists(None, bridge) {
+        if let Some((dest, dev)) = h.routes().into_iter().find(|(d, _)| subnet.overlaps(d)) {
+            return Err(MachineError::SubnetClash(subnet.to_string(), dest, dev));
+        }
+    }
     let mut rec = Record {
         name: name.to_string(),
-        driver: driver.to_string(),
+        driver: spec.driver.to_string(),
         ip,
         subnet,
         bridge: bridge.to_string(),
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         state: State::Stopped,
         pid: None,
+        cpus: spec.cpus,
+        memory: spec.memory,
     };
-    println!("Creating machine {name} ({ip} on {bridge})...");
-    let made_bridge = !h.link_exists(bridge);
-    if made_bridge {
-        if let Some((dest, dev)) = h.routes().into_iter().find(|(d, _)| subnet.overlaps(d)) {
-            return Err(MachineError::SubnetClash(subnet.to_string(), dest, dev));
-        }
-    }
-    let result = (|| {
-        ensure_bridge(h, &rec)?;
+    say(
+        out,
+        &format!("Creating machine {name} ({ip} on {bridge})...\n"),
+    );
+    let wired = (|| {
         std::fs::create_dir_all(p.home()).map_err(io(p.home().display()))?;
         std::fs::create_dir_all(p.data()).map_err(io(p.data().display()))?;
         save(root, &rec)?;
-        plumb(h, &rec)?;
-        start(h, root, &mut rec)
+        plumb(h, &rec)
     })();
-    if let Err(e) = result {
+    drop(guard);
+    if let Err(e) = wired.and_then(|()| run_daemon(h, root, &mut rec)) {
         let _ = teardown(h, root, &rec);
-        if made_bridge {
-            let _ = h.ip(&["link", "del", bridge]);
-        }
+        let _ = remove_unused_switch(h, root, bridge);
         return Err(e);
     }
-    println!("Machine {name} is running: eval $(shoal machine env {name})");
+    say(
+        out,
+        &format!("Machine {name} is running: eval $(shoal machine env {name})\n"),
+    );
     Ok(())
 }
 
-/// The host bridge with the gateway address, made when missing (first machine, or after a
-/// reboot of the host).
-fn ensure_bridge(h: &dyn host::Host, rec: &Record) -> Result<(), MachineError> {
-    if h.link_exists(&rec.bridge) {
+/// An exclusive `flock` on `<root>/.lock` while the value lives: changes to the set of
+/// machines and to their switches happen one at a time across processes.
+struct StoreLock {
+    _file: std::fs::File,
+}
+
+impl StoreLock {
+    fn take(root: &Path) -> Result<StoreLock, MachineError> {
+        std::fs::create_dir_all(root).map_err(io(root.display()))?;
+        let path = root.join(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(MachineError::Io(
+                path.display().to_string(),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(StoreLock { _file: f })
+    }
+}
+
+/// The switch of `bridge` when no machine uses it any more.
+fn remove_unused_switch(h: &dyn host::Host, root: &Path, bridge: &str) -> Result<(), MachineError> {
+    let _guard = StoreLock::take(root)?;
+    if load_all(root)?.iter().any(|r| r.bridge == bridge) {
         return Ok(());
     }
-    h.ip(&["link", "add", &rec.bridge, "type", "bridge"])?;
-    let gw = format!("{}/{}", rec.subnet.gateway(), rec.subnet.prefix);
-    h.ip(&["addr", "add", &gw, "dev", &rec.bridge])?;
-    h.ip(&["link", "set", &rec.bridge, "up"])
+    net::remove_switch(h, bridge)
 }
 
-/// Namespace, veth pair, address, loopback, default route.
+/// The machine's network, rebuilt where missing (e.g. after a host reboot).
 fn plumb(h: &dyn host::Host, rec: &Record) -> Result<(), MachineError> {
-    let ns = rec.netns();
-    let veth = rec.veth();
-    h.ip(&["netns", "add", &ns])?;
-    h.ip(&[
-        "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-    ])?;
-    h.ip(&["link", "set", &veth, "master", &rec.bridge, "up"])?;
-    let addr = format!("{}/{}", rec.ip, rec.subnet.prefix);
-    h.ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-    h.ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-    links_up(h, rec)
+    net::ensure_switch(h, rec)?;
+    net::ensure_machine(h, rec)
 }
 
-fn links_up(h: &dyn host::Host, rec: &Record) -> Result<(), MachineError> {
-    let ns = rec.netns();
-    h.ip(&["link", "set", &rec.veth(), "up"])?;
-    h.ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-    let gw = rec.subnet.gateway().to_string();
-    h.ip(&["-n", &ns, "route", "replace", "default", "via", &gw])?;
-    // Best effort: forwarding for the machine's own tasks.
-    let _ = h.ip(&[
-        "netns",
-        "exec",
-        &ns,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]);
-    Ok(())
-}
-
+/// Network, then the daemon, waited for.
 fn start(h: &dyn host::Host, root: &Path, rec: &mut Record) -> Result<(), MachineError> {
-    ensure_bridge(h, rec)?;
-    if !h.netns_exists(&rec.netns()) {
+    {
+        let _guard = StoreLock::take(root)?;
         plumb(h, rec)?;
-    } else {
-        links_up(h, rec)?;
     }
+    run_daemon(h, root, rec)
+}
+
+/// The daemon's flags after the fixed ones: the API on `tcp://IP:2376` with TLS, verifying
+/// clients against the machine's CA (the unix socket stays for `ssh` and the host), then the
+/// resources given at create time.
+pub fn daemon_args(rec: &Record, p: &Paths) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["-H".into(), rec.url().into()];
+    args.extend(certs::daemon_tls_args(p.certs()));
+    args.extend(rec.daemon_resource_args().into_iter().map(OsString::from));
+    args
+}
+
+/// Starts the machine's daemon and waits until it answers; stopped again if it does not.
+fn run_daemon(h: &dyn host::Host, root: &Path, rec: &mut Record) -> Result<(), MachineError> {
     let p = Paths::new(root, &rec.name);
     let _ = std::fs::remove_file(p.socket());
-    let pid = h.spawn_daemon(rec, &p)?;
+    certs::generate(p.certs(), rec.ip, &rec.name).map_err(|e| {
+        MachineError::Host(format!(
+            "the TLS certificates of machine {} in {}: {e}",
+            rec.name,
+            p.certs().display()
+        ))
+    })?;
+    let pid = h.spawn_daemon(rec, &p, &daemon_args(rec, &p))?;
     rec.pid = Some(pid);
     rec.state = State::Running;
     save(root, rec)?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !h.ping(&p.socket()) {
+    while h.ping(&p.socket()).is_err() {
+        // While it execs its way from `ip netns exec` to the daemon, its command line can be
+        // briefly empty: only whether it still exists counts here.
         if !h.alive(pid) || Instant::now() > deadline {
             let _ = h.stop_pid(pid);
+            h.kill_netns_pids(&rec.netns());
             rec.pid = None;
             rec.state = State::Stopped;
             let _ = save(root, rec);
@@ -532,396 +1050,74 @@ fn start(h: &dyn host::Host, root: &Path, rec: &mut Record) -> Result<(), Machin
     Ok(())
 }
 
+/// Start from Stopped or Error: whatever the dead daemon left in the namespace goes first.
+fn recover_and_start(
+    h: &dyn host::Host,
+    root: &Path,
+    rec: &mut Record,
+) -> Result<(), MachineError> {
+    if rec.state == State::Running {
+        stop(h, root, rec)?;
+    }
+    start(h, root, rec)
+}
+
 /// Daemon and every process left in the namespace, then the links down.
-fn stop(h: &dyn host::Host, rec: &Record) -> Result<(), MachineError> {
+fn stop(h: &dyn host::Host, root: &Path, rec: &Record) -> Result<(), MachineError> {
+    let socket = Paths::new(root, &rec.name).socket();
     if let Some(pid) = rec.pid {
-        if h.alive(pid) {
+        if h.daemon_alive(pid, &socket) {
             h.stop_pid(pid)?;
         }
     }
     h.kill_netns_pids(&rec.netns());
-    if h.netns_exists(&rec.netns()) {
-        h.ip(&["-n", &rec.netns(), "link", "set", "eth0", "down"])?;
-    }
-    if h.link_exists(&rec.veth()) {
-        h.ip(&["link", "set", &rec.veth(), "down"])?;
-    }
-    Ok(())
+    net::links_down(h, rec)
 }
 
-/// Everything the machine made, except the bridge.
+fn stop_and_record(h: &dyn host::Host, root: &Path, rec: &mut Record) -> Result<(), MachineError> {
+    stop(h, root, rec)?;
+    rec.state = State::Stopped;
+    rec.pid = None;
+    save(root, rec)
+}
+
+/// Everything the machine made, except its switch.
 fn teardown(h: &dyn host::Host, root: &Path, rec: &Record) -> Result<(), MachineError> {
     let mut first_err = None;
+    let p = Paths::new(root, &rec.name);
     if let Some(pid) = rec.pid {
-        if h.alive(pid) {
+        if h.daemon_alive(pid, &p.socket()) {
             if let Err(e) = h.stop_pid(pid) {
                 first_err.get_or_insert(e);
             }
         }
     }
     h.kill_netns_pids(&rec.netns());
-    if h.link_exists(&rec.veth()) {
-        if let Err(e) = h.ip(&["link", "del", &rec.veth()]) {
-            first_err.get_or_insert(e);
-        }
+    if let Err(e) = net::remove_machine(h, rec) {
+        first_err.get_or_insert(e);
     }
-    if h.netns_exists(&rec.netns()) {
-        if let Err(e) = h.ip(&["netns", "del", &rec.netns()]) {
-            first_err.get_or_insert(e);
-        }
-    }
-    let p = Paths::new(root, &rec.name);
     if p.dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&p.dir) {
             first_err.get_or_insert(MachineError::Io(p.dir.display().to_string(), e));
         }
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    first_err.map_or(Ok(()), Err)
 }
 
 fn remove(h: &dyn host::Host, root: &Path, rec: &Record, force: bool) -> Result<(), MachineError> {
-    let res = teardown(h, root, rec);
-    if let Err(e) = res {
+    if let Err(e) = teardown(h, root, rec) {
         if !force {
             return Err(e);
         }
         let _ = std::fs::remove_dir_all(Paths::new(root, &rec.name).dir);
     }
-    let others = load_all(root)?
-        .into_iter()
-        .any(|r| r.bridge == rec.bridge && r.name != rec.name);
-    if !others && h.link_exists(&rec.bridge) {
-        h.ip(&["link", "del", &rec.bridge])?;
+    // The switch goes with the last machine on it.
+    let res = remove_unused_switch(h, root, &rec.bridge);
+    if !force {
+        res?;
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use host::Host;
-    use std::cell::RefCell;
-    use std::collections::BTreeSet;
-
-    /// A host in memory: links and namespaces appear and go with the `ip` commands, and one
-    /// command can be made to fail.
-    #[derive(Default)]
-    struct FakeHost {
-        root: bool,
-        fail_on: Option<String>,
-        daemon_starts: bool,
-        log: RefCell<Vec<String>>,
-        links: RefCell<BTreeSet<String>>,
-        netns: RefCell<BTreeSet<String>>,
-        pids: RefCell<BTreeSet<u32>>,
-    }
-
-    impl FakeHost {
-        fn new() -> FakeHost {
-            FakeHost {
-                root: true,
-                daemon_starts: true,
-                ..FakeHost::default()
-            }
-        }
-        fn is_clean(&self) -> bool {
-            self.links.borrow().is_empty()
-                && self.netns.borrow().is_empty()
-                && self.pids.borrow().is_empty()
-        }
-    }
-
-    impl host::Host for FakeHost {
-        fn is_root(&self) -> bool {
-            self.root
-        }
-        fn ip(&self, args: &[&str]) -> Result<(), MachineError> {
-            let line = args.join(" ");
-            self.log.borrow_mut().push(line.clone());
-            if self.fail_on.as_deref().is_some_and(|f| line.starts_with(f)) {
-                return Err(MachineError::Host(format!("ip {line}: failed")));
-            }
-            match args {
-                ["link", "add", name, "type", ..] => {
-                    self.links.borrow_mut().insert(name.to_string());
-                }
-                ["link", "del", name] => {
-                    self.links.borrow_mut().remove(*name);
-                }
-                ["netns", "add", name] => {
-                    self.netns.borrow_mut().insert(name.to_string());
-                }
-                ["netns", "del", name] => {
-                    self.netns.borrow_mut().remove(*name);
-                }
-                _ => {}
-            }
-            Ok(())
-        }
-        fn link_exists(&self, name: &str) -> bool {
-            self.links.borrow().contains(name)
-        }
-        fn routes(&self) -> Vec<(String, String)> {
-            vec![
-                ("default".into(), "eth0".into()),
-                ("10.50.0.0/16".into(), "eth0".into()),
-            ]
-        }
-        fn netns_exists(&self, name: &str) -> bool {
-            self.netns.borrow().contains(name)
-        }
-        fn alive(&self, pid: u32) -> bool {
-            self.pids.borrow().contains(&pid)
-        }
-        fn stop_pid(&self, pid: u32) -> Result<(), MachineError> {
-            self.pids.borrow_mut().remove(&pid);
-            Ok(())
-        }
-        fn kill_netns_pids(&self, _netns: &str) {}
-        fn spawn_daemon(&self, _rec: &Record, _p: &Paths) -> Result<u32, MachineError> {
-            let pid = 1000 + self.pids.borrow().len() as u32 + self.log.borrow().len() as u32;
-            if self.daemon_starts {
-                self.pids.borrow_mut().insert(pid);
-            }
-            Ok(pid)
-        }
-        fn ping(&self, _socket: &Path) -> bool {
-            self.daemon_starts
-        }
-        fn engine_info(&self, _socket: &Path) -> (String, String, String) {
-            (String::new(), "v0.1.0".into(), String::new())
-        }
-        fn exec_in(&self, _pid: u32, _p: &Paths, _command: &[String]) -> i32 {
-            0
-        }
-    }
-
-    fn create_cmd(name: &str) -> Cmd {
-        Cmd::Create {
-            driver: "netns".into(),
-            subnet: None,
-            ip: None,
-            bridge: "br-test".into(),
-            name: name.into(),
-        }
-    }
-
-    fn verb(name: &str, which: &str) -> Cmd {
-        let name = name.to_string();
-        match which {
-            "stop" => Cmd::Stop { name },
-            "start" => Cmd::Start { name },
-            "ssh" => Cmd::Ssh {
-                name,
-                command: vec!["true".into()],
-            },
-            "rm" => Cmd::Rm {
-                force: false,
-                yes: false,
-                name,
-            },
-            _ => Cmd::Ip { name },
-        }
-    }
-
-    #[test]
-    fn cli_definition_is_consistent() {
-        use clap::CommandFactory;
-        MachineCli::command().debug_assert();
-        assert_eq!(main(vec![]), 0, "no verb prints the help");
-        assert_eq!(main(vec!["bogus".into()]), 125);
-        let cli = MachineCli::try_parse_from([
-            "m",
-            "ssh",
-            "m1",
-            "shoal",
-            "swarm",
-            "init",
-            "--advertise-addr",
-            "10.0.0.2",
-        ])
-        .unwrap();
-        match cli.cmd {
-            Cmd::Ssh { name, command } => {
-                assert_eq!(name, "m1");
-                assert_eq!(command.len(), 5);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn create_two_then_remove_both_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = FakeHost::new();
-        run(&h, dir.path(), create_cmd("m1")).unwrap();
-        run(&h, dir.path(), create_cmd("m2")).unwrap();
-        let all = load_all(dir.path()).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].ip, Ipv4Addr::new(10, 97, 0, 2));
-        assert_eq!(all[1].ip, Ipv4Addr::new(10, 97, 0, 3));
-        assert!(all.iter().all(|r| live_state(&h, r) == State::Running));
-        assert!(h.link_exists("br-test"));
-        assert!(h
-            .log
-            .borrow()
-            .contains(&"addr add 10.97.0.1/24 dev br-test".to_string()));
-        run(&h, dir.path(), verb("m1", "rm")).unwrap();
-        // The bridge stays while a machine uses it.
-        assert!(h.link_exists("br-test"));
-        run(&h, dir.path(), verb("m2", "rm")).unwrap();
-        assert!(h.is_clean(), "left: {:?} {:?}", h.links, h.netns);
-        assert!(load_all(dir.path()).unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_failed_step_rolls_back_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut h = FakeHost::new();
-        h.fail_on = Some("-n shoal-m1 route".into());
-        let err = run(&h, dir.path(), create_cmd("m1")).unwrap_err();
-        assert!(err.to_string().contains("route"), "{err}");
-        assert!(h.is_clean(), "left: {:?} {:?}", h.links, h.netns);
-        assert!(!dir.path().join("m1").exists());
-    }
-
-    #[test]
-    fn a_daemon_that_does_not_start_rolls_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut h = FakeHost::new();
-        h.daemon_starts = false;
-        let err = run(&h, dir.path(), create_cmd("m1")).unwrap_err();
-        assert!(err.to_string().contains("did not start"), "{err}");
-        assert!(h.is_clean());
-        assert!(!dir.path().join("m1").exists());
-    }
-
-    #[test]
-    fn bad_input_is_refused_before_anything_is_made() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = FakeHost::new();
-        run(&h, dir.path(), create_cmd("m1")).unwrap();
-        let made = h.log.borrow().len();
-        let e = run(&h, dir.path(), create_cmd("m1")).unwrap_err();
-        assert_eq!(e.to_string(), "Docker machine \"m1\" already exists");
-        let e = run(&h, dir.path(), create_cmd("my_vm")).unwrap_err();
-        assert!(matches!(e, MachineError::InvalidName));
-        let e = run(&h, dir.path(), verb("nope", "ip")).unwrap_err();
-        assert!(matches!(e, MachineError::NotFound(_)));
-        let e = run(
-            &h,
-            dir.path(),
-            Cmd::Create {
-                driver: "netns".into(),
-                subnet: Some("10.50.0.0/24".into()),
-                ip: None,
-                bridge: "br-test".into(),
-                name: "m9".into(),
-            },
-        )
-        .unwrap_err();
-        assert!(matches!(e, MachineError::SubnetMismatch(..)), "{e}");
-        assert_eq!(
-            h.log.borrow().len(),
-            made,
-            "no host command after the first create"
-        );
-        let e = run(
-            &h,
-            dir.path(),
-            Cmd::Create {
-                driver: "netns".into(),
-                subnet: Some("10.50.3.0/24".into()),
-                ip: None,
-                bridge: "br-other".into(),
-                name: "m9".into(),
-            },
-        )
-        .unwrap_err();
-        assert!(matches!(e, MachineError::SubnetClash(..)), "{e}");
-        assert_eq!(
-            h.log.borrow().len(),
-            made,
-            "no host command after the first create"
-        );
-        h.links.borrow_mut().insert(model::veth_name("m7"));
-        let e = run(&h, dir.path(), create_cmd("m7")).unwrap_err();
-        assert!(e.to_string().contains("already exists on this host"), "{e}");
-        assert!(
-            h.link_exists(&model::veth_name("m7")),
-            "a foreign link is left alone"
-        );
-        h.links.borrow_mut().remove(&model::veth_name("m7"));
-        let mut not_root = FakeHost::new();
-        not_root.root = false;
-        let e = run(&not_root, dir.path(), create_cmd("m2")).unwrap_err();
-        assert!(matches!(e, MachineError::NotRoot(_)));
-        assert!(not_root.log.borrow().is_empty());
-    }
-
-    #[test]
-    fn stop_and_start_follow_the_machine_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = FakeHost::new();
-        run(&h, dir.path(), create_cmd("m1")).unwrap();
-        run(&h, dir.path(), verb("m1", "stop")).unwrap();
-        let rec = load(dir.path(), "m1").unwrap();
-        assert_eq!(live_state(&h, &rec), State::Stopped);
-        assert!(h.pids.borrow().is_empty());
-        assert!(h
-            .log
-            .borrow()
-            .contains(&"-n shoal-m1 link set eth0 down".to_string()));
-        let e = run(&h, dir.path(), verb("m1", "ssh")).unwrap_err();
-        assert!(matches!(e, MachineError::NotRunning(_)), "{e}");
-        run(&h, dir.path(), verb("m1", "start")).unwrap();
-        let rec = load(dir.path(), "m1").unwrap();
-        assert_eq!(live_state(&h, &rec), State::Running);
-        assert_eq!(run(&h, dir.path(), verb("m1", "ssh")).unwrap(), 0);
-    }
-
-    #[test]
-    fn start_rebuilds_bridge_and_namespace_after_a_host_reboot() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = FakeHost::new();
-        run(&h, dir.path(), create_cmd("m1")).unwrap();
-        // A reboot: no links, namespaces or processes survive.
-        h.links.borrow_mut().clear();
-        h.netns.borrow_mut().clear();
-        h.pids.borrow_mut().clear();
-        let rec = load(dir.path(), "m1").unwrap();
-        assert_eq!(live_state(&h, &rec), State::Stopped);
-        run(&h, dir.path(), verb("m1", "start")).unwrap();
-        assert!(h.link_exists("br-test"));
-        assert!(h.netns_exists("shoal-m1"));
-        assert!(h.link_exists(&veth_name_of("m1")));
-        let rec = load(dir.path(), "m1").unwrap();
-        assert_eq!(live_state(&h, &rec), State::Running);
-    }
-
-    fn veth_name_of(name: &str) -> String {
-        model::veth_name(name)
-    }
-
-    #[test]
-    fn ls_marks_the_active_machine_and_blank_url_when_stopped() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = FakeHost::new();
-        run(&h, dir.path(), create_cmd("m1")).unwrap();
-        let rec = load(dir.path(), "m1").unwrap();
-        let url = Paths::new(dir.path(), "m1").url();
-        let row = ls_row(&h, dir.path(), &rec, &url);
-        assert!(row.active);
-        assert_eq!(row.state, "Running");
-        assert_eq!(row.url, url);
-        run(&h, dir.path(), verb("m1", "stop")).unwrap();
-        let rec = load(dir.path(), "m1").unwrap();
-        let row = ls_row(&h, dir.path(), &rec, "");
-        assert!(!row.active);
-        assert_eq!(row.state, "Stopped");
-        assert_eq!(row.url, "");
-    }
-}
+mod tests;

@@ -1,16 +1,21 @@
 //! The pure part of machines: name rules, address allocation on a subnet, the JSON record kept
-//! per machine, interface names, and what `ls` / `env` print. Nothing here touches the host.
+//! per machine, interface and namespace names, `ls` rows with their filters and formats, and what
+//! `env` prints for each shell. Nothing here touches the host.
 
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
+use crate::template::{align_tabs, Template};
 use crate::MachineError;
 
 /// Default subnet of the host bridge.
 pub const DEFAULT_SUBNET: &str = "10.97.0.0/24";
 /// Default host bridge.
 pub const DEFAULT_BRIDGE: &str = "shoal-br0";
+/// Port of a machine's API over TCP with TLS, as docker-machine's engines use.
+pub const DOCKER_TLS_PORT: u16 = 2376;
 
 /// docker-machine's rule: a letter or digit, then letters, digits, `-` and `.`.
 pub fn validate_name(name: &str) -> Result<(), MachineError> {
@@ -26,6 +31,23 @@ pub fn validate_name(name: &str) -> Result<(), MachineError> {
         Ok(())
     } else {
         Err(MachineError::InvalidName)
+    }
+}
+
+/// A bridge name is also the name of the host's link to the machines, so it must be a valid
+/// interface name: 1 to 15 bytes of letters, digits, `-`, `_` and `.`.
+pub fn validate_bridge(name: &str) -> Result<(), MachineError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(MachineError::InvalidBridge(name.to_string()))
     }
 }
 
@@ -147,14 +169,42 @@ pub struct Record {
     /// Pid of the machine's daemon while it runs.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// CPUs the machine's node reports (`create --cpus`); the host's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Memory in MB the machine's node reports (`create --memory`); the host's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
 }
 
 impl Record {
+    /// The network namespace holding the bridge the machine is attached to.
+    pub fn switch(&self) -> String {
+        switch_netns_name(&self.bridge)
+    }
+    /// `shoal daemon` flags for the resources given at create time.
+    pub fn daemon_resource_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(c) = self.cpus {
+            args.push("--node-cpus".to_string());
+            args.push(c.to_string());
+        }
+        if let Some(m) = self.memory {
+            args.push("--node-memory".to_string());
+            args.push(m.to_string());
+        }
+        args
+    }
+    /// The machine's API as `env` and `ls` show it: `tcp://IP:2376`, TLS with client
+    /// certificates.
+    pub fn url(&self) -> String {
+        format!("tcp://{}:{}", self.ip, DOCKER_TLS_PORT)
+    }
     /// The machine's network namespace.
     pub fn netns(&self) -> String {
         netns_name(&self.name)
     }
-    /// The host side of the machine's veth pair.
+    /// The switch side of the machine's veth pair.
     pub fn veth(&self) -> String {
         veth_name(&self.name)
     }
@@ -165,8 +215,19 @@ pub fn netns_name(name: &str) -> String {
     format!("shoal-{name}")
 }
 
-/// Host-side veth name: `shm` + 8 hex digits of a stable hash of the name (interface names are
-/// limited to 15 bytes, machine names are not).
+/// `shoal-sw-BRIDGE`: the "switch" namespace holding the bridge of the machines on `BRIDGE`,
+/// out of reach of the host's firewall (see [`crate::net`]).
+pub fn switch_netns_name(bridge: &str) -> String {
+    format!("shoal-sw-{bridge}")
+}
+
+/// The bridge inside a switch namespace.
+pub const SWITCH_BRIDGE: &str = "br0";
+/// The switch end of the host's link (the host end is named as the bridge).
+pub const SWITCH_UPLINK: &str = "host";
+
+/// Switch-side veth name of a machine: `shm` + 8 hex digits of a stable hash of the name
+/// (interface names are limited to 15 bytes, machine names are not).
 pub fn veth_name(name: &str) -> String {
     // FNV-1a, stable across builds.
     let mut h: u32 = 0x811c_9dc5;
@@ -190,56 +251,223 @@ pub struct LsRow {
     pub errors: String,
 }
 
-/// docker-machine's `ls` table: columns padded to the widest cell plus three spaces.
-pub fn format_ls(rows: &[LsRow]) -> String {
-    let header = [
-        "NAME", "ACTIVE", "DRIVER", "STATE", "URL", "SWARM", "DOCKER", "ERRORS",
-    ];
-    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for r in rows {
-        table.push(vec![
-            r.name.clone(),
-            if r.active { "*" } else { "-" }.to_string(),
-            r.driver.clone(),
-            r.state.clone(),
-            r.url.clone(),
-            r.swarm.clone(),
-            r.docker.clone(),
-            r.errors.clone(),
-        ]);
+impl LsRow {
+    /// The fields `ls --format` templates see, named as docker-machine's.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "Name": self.name,
+            "Active": if self.active { "*" } else { "-" },
+            "ActiveHost": self.active,
+            "ActiveSwarm": false,
+            "DriverName": self.driver,
+            "State": self.state,
+            "URL": self.url,
+            "Swarm": self.swarm,
+            "Error": self.errors,
+            "DockerVersion": self.docker,
+        })
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
-        .collect();
+}
+
+/// docker-machine's default `ls` format.
+pub const DEFAULT_LS_FORMAT: &str = "table {{ .Name }}\t{{ .Active }}\t{{ .DriverName}}\t{{ .State }}\t{{ .URL }}\t{{ .Swarm }}\t{{ .DockerVersion }}\t{{ .Error}}";
+
+/// Column titles of `table` formats.
+fn ls_headers() -> Value {
+    json!({
+        "Name": "NAME",
+        "Active": "ACTIVE",
+        "ActiveHost": "ACTIVE_HOST",
+        "ActiveSwarm": "ACTIVE_SWARM",
+        "DriverName": "DRIVER",
+        "State": "STATE",
+        "URL": "URL",
+        "Swarm": "SWARM",
+        "Error": "ERRORS",
+        "DockerVersion": "DOCKER",
+        "ResponseTime": "RESPONSE",
+    })
+}
+
+/// `ls` output for `format` (the default table when `None`): a format starting with `table`
+/// gets a header line and aligned columns; `\t` and `\n` in it stand for tab and newline.
+pub fn render_ls(rows: &[LsRow], format: Option<&str>) -> Result<String, MachineError> {
+    let format = format
+        .filter(|f| !f.is_empty())
+        .unwrap_or(DEFAULT_LS_FORMAT);
+    let (table, body) = match format.strip_prefix("table") {
+        Some(rest) => (true, rest),
+        None => (false, format),
+    };
+    let body = body
+        .trim_matches(' ')
+        .replace("\\t", "\t")
+        .replace("\\n", "\n");
+    let t = Template::parse(&format!("{body}\n"))?;
     let mut out = String::new();
-    for row in &table {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
+    if table {
+        out.push_str(&t.render(&ls_headers()));
+    }
+    for r in rows {
+        out.push_str(&t.render(&r.to_json()));
+    }
+    Ok(if table { align_tabs(&out) } else { out })
+}
+
+/// docker-machine's `ls` table.
+pub fn format_ls(rows: &[LsRow]) -> String {
+    render_ls(rows, None).unwrap_or_default()
+}
+
+/// `ls --filter KEY=VALUE...`: every key given must match (values of one key are alternatives).
+#[derive(Debug, Default)]
+pub struct LsFilter {
+    names: Vec<regex::Regex>,
+    states: Vec<String>,
+    drivers: Vec<String>,
+    swarms: Vec<String>,
+    labels: Vec<String>,
+}
+
+impl LsFilter {
+    /// Parses docker-machine's filters: `name=REGEX`, `state=`, `driver=`, `swarm=`, `label=`.
+    pub fn parse(filters: &[String]) -> Result<LsFilter, MachineError> {
+        let mut f = LsFilter::default();
+        for item in filters {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| MachineError::Filter("Unsupported filter syntax".into()))?;
+            let value = value.to_string();
+            match key.to_lowercase().as_str() {
+                "name" => f.names.push(
+                    regex::Regex::new(&value)
+                        .map_err(|e| MachineError::Filter(format!("error parsing regexp: {e}")))?,
+                ),
+                "state" => f.states.push(value),
+                "driver" => f.drivers.push(value),
+                "swarm" => f.swarms.push(value),
+                "label" => f.labels.push(value),
+                other => {
+                    return Err(MachineError::Filter(format!(
+                        "Unsupported filter key '{other}'"
+                    )))
+                }
             }
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
+        Ok(f)
     }
+
+    /// Whether a row passes. Machines carry no engine labels, so a label filter passes none.
+    pub fn matches(&self, row: &LsRow) -> bool {
+        let any_eq = |wanted: &[String], have: &str| {
+            wanted.is_empty() || wanted.iter().any(|w| w.eq_ignore_ascii_case(have))
+        };
+        (self.names.is_empty() || self.names.iter().any(|r| r.is_match(&row.name)))
+            && any_eq(&self.states, &row.state)
+            && any_eq(&self.drivers, &row.driver)
+            && any_eq(&self.swarms, &row.swarm)
+            && self.labels.is_empty()
+    }
+}
+
+/// Shells `env --shell` writes for (docker-machine's set; any other name gets POSIX syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    Posix,
+    Fish,
+    PowerShell,
+    Cmd,
+    Tcsh,
+    Emacs,
+}
+
+impl Shell {
+    /// From a name or a path such as `$SHELL` (`/usr/bin/fish`).
+    pub fn from_name(name: &str) -> Shell {
+        match name.rsplit('/').next().unwrap_or(name) {
+            "fish" => Shell::Fish,
+            "powershell" | "pwsh" => Shell::PowerShell,
+            "cmd" => Shell::Cmd,
+            "tcsh" | "csh" => Shell::Tcsh,
+            "emacs" => Shell::Emacs,
+            _ => Shell::Posix,
+        }
+    }
+
+    /// (prefix, delimiter, suffix) around `NAME` and `VALUE` when setting.
+    fn set_syntax(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Shell::Posix => ("export ", "=\"", "\"\n"),
+            Shell::Fish => ("set -gx ", " \"", "\";\n"),
+            Shell::PowerShell => ("$Env:", " = \"", "\"\n"),
+            Shell::Cmd => ("SET ", "=", "\n"),
+            Shell::Tcsh => ("setenv ", " \"", "\";\n"),
+            Shell::Emacs => ("(setenv \"", "\" \"", "\")\n"),
+        }
+    }
+
+    /// (prefix, delimiter, suffix) around `NAME` when unsetting.
+    fn unset_syntax(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Shell::Posix => ("unset ", "", "\n"),
+            Shell::Fish => ("set -e ", "", ";\n"),
+            Shell::PowerShell => ("Remove-Item Env:\\\\", "", "\n"),
+            Shell::Cmd => ("SET ", "=", "\n"),
+            Shell::Tcsh => ("unsetenv ", "", ";\n"),
+            Shell::Emacs => ("(setenv \"", "\" nil", ")\n"),
+        }
+    }
+
+    /// The two trailing comment lines telling how to apply the output of `cmdline`.
+    pub fn usage_hint(self, cmdline: &str) -> String {
+        let (comment, cmd) = match self {
+            Shell::Posix => ("#", format!("eval $({cmdline})")),
+            Shell::Fish => ("#", format!("eval ({cmdline})")),
+            Shell::PowerShell => ("#", format!("& {cmdline} | Invoke-Expression")),
+            Shell::Cmd => (
+                "REM",
+                format!("\t@FOR /f \"tokens=*\" %i IN ('{cmdline}') DO @%i"),
+            ),
+            Shell::Tcsh => (":", format!("eval `{cmdline}`")),
+            Shell::Emacs => (
+                ";;",
+                format!(
+                    "(with-temp-buffer (shell-command \"{cmdline}\" (current-buffer)) (eval-buffer))"
+                ),
+            ),
+        };
+        format!("{comment} Run this command to configure your shell: \n{comment} {cmd}\n")
+    }
+}
+
+/// What `machine env` prints: each variable set in `shell`'s syntax, then the usage hint.
+pub fn format_env(shell: Shell, vars: &[(&str, &str)], cmdline: &str) -> String {
+    let (prefix, delim, suffix) = shell.set_syntax();
+    let mut out = String::new();
+    for (k, v) in vars {
+        out.push_str(&format!("{prefix}{k}{delim}{v}{suffix}"));
+    }
+    out.push_str(&shell.usage_hint(cmdline));
     out
 }
 
-/// What `machine env NAME` prints (POSIX shells).
-pub fn format_env(name: &str, url: &str) -> String {
-    format!(
-        "export DOCKER_HOST=\"{url}\"\nexport DOCKER_MACHINE_NAME=\"{name}\"\n\
-         # Run this command to configure your shell: \n# eval $(shoal machine env {name})\n"
-    )
-}
+/// Variables `env --unset` clears.
+pub const UNSET_VARS: [&str; 4] = [
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_HOST",
+    "DOCKER_CERT_PATH",
+    "DOCKER_MACHINE_NAME",
+];
 
 /// What `machine env --unset` prints.
-pub fn format_unset() -> String {
-    "unset DOCKER_TLS_VERIFY\nunset DOCKER_HOST\nunset DOCKER_CERT_PATH\nunset DOCKER_MACHINE_NAME\n\
-     # Run this command to configure your shell: \n# eval $(shoal machine env --unset)\n"
-        .to_string()
+pub fn format_unset(shell: Shell, cmdline: &str) -> String {
+    let (prefix, delim, suffix) = shell.unset_syntax();
+    let mut out = String::new();
+    for k in UNSET_VARS {
+        out.push_str(&format!("{prefix}{k}{delim}{suffix}"));
+    }
+    out.push_str(&shell.usage_hint(cmdline));
+    out
 }
 
 #[cfg(test)]
@@ -332,11 +560,22 @@ mod tests {
             created: "2026-11-26T10:00:00Z".into(),
             state: State::Running,
             pid: Some(42),
+            cpus: None,
+            memory: Some(512),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"ip\":\"10.97.0.2\""), "{text}");
+        assert!(
+            text.contains("\"memory\":512") && !text.contains("cpus"),
+            "{text}"
+        );
+        assert_eq!(r.daemon_resource_args(), ["--node-memory", "512"]);
+        // Records written before the resources existed still load.
+        let old = text.replace(",\"memory\":512", "");
+        assert_eq!(serde_json::from_str::<Record>(&old).unwrap().memory, None);
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
         assert_eq!(r.netns(), "shoal-myvm1");
+        assert_eq!(r.switch(), "shoal-sw-shoal-br0");
         assert!(r.veth().len() <= 15);
         assert_ne!(veth_name("a"), veth_name("b"));
     }
@@ -367,10 +606,49 @@ mod tests {
 
     #[test]
     fn env_output_has_the_shell_hint() {
-        let out = format_env("m1", "unix:///x/docker.sock");
+        let vars = [
+            ("DOCKER_HOST", "unix:///x/docker.sock"),
+            ("DOCKER_MACHINE_NAME", "m1"),
+        ];
+        let out = format_env(Shell::Posix, &vars, "shoal machine env m1");
         assert!(out.starts_with("export DOCKER_HOST=\"unix:///x/docker.sock\"\n"));
         assert!(out.contains("# Run this command to configure your shell: \n"));
         assert!(out.ends_with("# eval $(shoal machine env m1)\n"));
-        assert!(format_unset().contains("unset DOCKER_HOST\n"));
+        let out = format_env(Shell::Tcsh, &vars, "c");
+        assert!(
+            out.starts_with("setenv DOCKER_HOST \"unix:///x/docker.sock\";\n"),
+            "{out}"
+        );
+        assert!(out.ends_with(": Run this command to configure your shell: \n: eval `c`\n"));
+        let out = format_env(Shell::Emacs, &vars, "c");
+        assert!(
+            out.starts_with("(setenv \"DOCKER_HOST\" \"unix:///x/docker.sock\")\n"),
+            "{out}"
+        );
+        assert!(format_unset(Shell::Posix, "c").contains("unset DOCKER_HOST\n"));
+        assert!(format_unset(Shell::Tcsh, "c").contains("unsetenv DOCKER_HOST;\n"));
+        assert!(format_unset(Shell::Emacs, "c").contains("(setenv \"DOCKER_HOST\" nil)\n"));
+    }
+
+    #[test]
+    fn shells_are_recognised_by_name_or_path() {
+        assert_eq!(Shell::from_name("/usr/bin/fish"), Shell::Fish);
+        assert_eq!(Shell::from_name("powershell"), Shell::PowerShell);
+        assert_eq!(Shell::from_name("cmd"), Shell::Cmd);
+        assert_eq!(Shell::from_name("tcsh"), Shell::Tcsh);
+        assert_eq!(Shell::from_name("emacs"), Shell::Emacs);
+        for posix in ["sh", "bash", "/bin/zsh", "dash", "anything"] {
+            assert_eq!(Shell::from_name(posix), Shell::Posix, "{posix}");
+        }
+    }
+
+    #[test]
+    fn bridge_names_must_be_interface_names() {
+        for ok in ["shoal-br0", "b", "br_1.x", "a23456789012345"] {
+            assert!(validate_bridge(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a234567890123456", "br 0", "br/0", "br:0"] {
+            assert!(validate_bridge(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -58,6 +58,18 @@ impl Host {
         }
     }
 
+    /// The host with `cpus` CPUs and `memory_mb` MB of memory reported instead of the probed
+    /// figures (a `shoal machine` sized at create time); `None` keeps the probed one.
+    pub fn with_resources(mut self, cpus: Option<u32>, memory_mb: Option<u64>) -> Host {
+        if let Some(c) = cpus {
+            self.ncpu = i64::from(c);
+        }
+        if let Some(m) = memory_mb.and_then(|m| i64::try_from(m.saturating_mul(1024 * 1024)).ok()) {
+            self.mem_total = m;
+        }
+        self
+    }
+
     /// The node description an agent registers with.
     pub fn node_description(
         &self,
@@ -81,5 +93,23 @@ impl Host {
             }),
             tls_info: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_given_replace_the_probed_ones() {
+        let probed = Host::probe();
+        let h = probed.clone().with_resources(Some(3), Some(512));
+        assert_eq!((h.ncpu, h.mem_total), (3, 512 * 1024 * 1024));
+        let d = h.node_description(HashMap::new());
+        let r = d.resources.unwrap();
+        assert_eq!(r.nano_cpus, Some(3_000_000_000));
+        assert_eq!(r.memory_bytes, Some(512 * 1024 * 1024));
+        let same = probed.clone().with_resources(None, None);
+        assert_eq!((same.ncpu, same.mem_total), (probed.ncpu, probed.mem_total));
     }
 }

@@ -63,6 +63,14 @@ pub struct DaemonArgs {
     /// several daemons can share one machine (127.0.0.2, 127.0.0.3, ...).
     #[arg(long, value_name = "IP")]
     pub swarm_default_advertise_addr: Option<String>,
+    /// CPUs this node reports (`NCPU`, node resources) instead of the host's; set by
+    /// `shoal machine create --cpus`.
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub node_cpus: Option<u32>,
+    /// Memory in MB this node reports (`MemTotal`, node resources) instead of the host's; set
+    /// by `shoal machine create --memory`.
+    #[arg(long, value_name = "MB", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_memory: Option<u64>,
 }
 
 /// Default API socket.
@@ -141,7 +149,7 @@ async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             live_restore: args.live_restore,
             default_advertise_addr: args.swarm_default_advertise_addr.clone(),
         },
-        host::Host::probe(),
+        host::Host::probe().with_resources(args.node_cpus, args.node_memory),
         runtimes,
     );
     daemon.resume().await.context("resuming the swarm")?;

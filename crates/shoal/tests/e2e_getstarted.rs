@@ -1,0 +1,669 @@
+//! End to end, as root: `examples/getstarted/getstarted.sh` (Docker's get-started part 4 with
+//! Shoal machines) runs on an isolated storage path, bridge and subnet, and what each step
+//! printed is checked against what Docker prints at that point of the guide. Afterwards nothing
+//! of the run may be left on the host: no namespace, no link, no process, no file. A guard
+//! removes whatever is left, also when the test fails.
+//!
+//! ```text
+//!  test ── timeout ── bash getstarted.sh ── shoal machine create/ssh/stop/start/rm, shoal ..., docker ...
+//!    └─ watcher thread (while the script runs): namespaces and bridge ports of the run, their
+//!       namespace inodes, machine daemon pids  ──> leftovers check and Drop cleanup
+//! ```
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{run, Out};
+
+const BRIDGE: &str = "shoal-e2e-br10";
+const SUBNET: &str = "10.98.10.0/24";
+const VM1: &str = "e2e10-myvm1";
+const VM2: &str = "e2e10-myvm2";
+/// Bound of the whole script (it takes well under a minute when all goes well); `timeout`
+/// sends SIGTERM to the script's process group so its EXIT trap removes the machines.
+const SCRIPT_TIMEOUT_SECS: u64 = 240;
+
+/// Whether a namespace or link name belongs to this test's run: the machines' (named after
+/// them) and the bridge's (named after it, possibly with a prefix).
+fn ours(name: &str) -> bool {
+    name.contains("e2e10-") || name.ends_with(BRIDGE)
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/getstarted/getstarted.sh")
+}
+
+fn names_in(dir: &str) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the run made, as seen while it ran.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Inodes of the run's network namespaces.
+    netns_inodes: BTreeSet<u64>,
+    /// Host links attached to the run's bridge.
+    ports: BTreeSet<String>,
+    /// Pids of the machines' daemons.
+    pids: BTreeSet<u32>,
+}
+
+impl Seen {
+    fn look(&mut self, storage: &Path) {
+        for ns in names_in("/run/netns").into_iter().filter(|n| ours(n)) {
+            if let Ok(md) = std::fs::metadata(Path::new("/run/netns").join(&ns)) {
+                self.netns_inodes.insert(md.ino());
+            }
+        }
+        self.ports
+            .extend(names_in(&format!("/sys/class/net/{BRIDGE}/brif")));
+        for vm in [VM1, VM2] {
+            let text =
+                std::fs::read_to_string(storage.join(vm).join("config.json")).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(pid) = v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
+                self.pids.insert(pid);
+            }
+        }
+    }
+}
+
+/// The run's storage, what it was seen to make, and the cleanup of both.
+struct Run {
+    storage: tempfile::TempDir,
+    /// The script's TMPDIR, so that even a killed script leaves no temporary file.
+    tmp: tempfile::TempDir,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    watcher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Run {
+    fn start() -> Run {
+        let storage = tempfile::Builder::new()
+            .prefix("shoal-gs-")
+            .tempdir()
+            .expect("tempdir");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (seen, stop, path) = (seen.clone(), stop.clone(), storage.path().to_path_buf());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(mut s) = seen.lock() {
+                        s.look(&path);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Run {
+            storage,
+            tmp: tempfile::Builder::new()
+                .prefix("shoal-gs-tmp-")
+                .tempdir()
+                .expect("tempdir"),
+            seen,
+            stop,
+            watcher: Some(watcher),
+        }
+    }
+
+    fn stop_watching(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+    }
+
+    /// Processes of the run still alive: in one of its network namespaces, or naming its
+    /// storage (daemons, shims). A namespace inode now used by a namespace of someone else was
+    /// freed and reused, so it does not count.
+    fn processes(&self) -> Vec<(u32, String)> {
+        let mut inodes = self
+            .seen
+            .lock()
+            .map(|s| s.netns_inodes.clone())
+            .unwrap_or_default();
+        for ns in names_in("/run/netns").into_iter().filter(|n| !ours(n)) {
+            if let Ok(md) = std::fs::metadata(Path::new("/run/netns").join(&ns)) {
+                inodes.remove(&md.ino());
+            }
+        }
+        let storage = self.storage.path().to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        for entry in names_in("/proc") {
+            let Ok(pid) = entry.parse::<u32>() else {
+                continue;
+            };
+            if pid == std::process::id() || !alive(pid) {
+                continue;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            let in_our_netns = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                .ok()
+                .and_then(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("net:[")?
+                        .strip_suffix(']')?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .is_some_and(|ino| inodes.contains(&ino));
+            if in_our_netns || cmdline.contains(&storage) {
+                found.push((pid, cmdline.trim().to_string()));
+            }
+        }
+        found
+    }
+
+    /// Namespaces and links of the run still on the host (`before`: the host's before the run).
+    fn links_and_namespaces(&self, before: &(BTreeSet<String>, BTreeSet<String>)) -> Vec<String> {
+        let ports = self
+            .seen
+            .lock()
+            .map(|s| s.ports.clone())
+            .unwrap_or_default();
+        let (netns, links) = host_names();
+        let mut left = Vec::new();
+        for ns in netns.difference(&before.0) {
+            if ours(ns) {
+                left.push(format!("netns {ns}"));
+            } else {
+                eprintln!("note: netns {ns} appeared during the run (not this test's name)");
+            }
+        }
+        for link in links.difference(&before.1) {
+            if ours(link) || ports.contains(link) {
+                left.push(format!("link {link}"));
+            } else {
+                eprintln!("note: link {link} appeared during the run (not this test's)");
+            }
+        }
+        left
+    }
+}
+
+fn host_names() -> (BTreeSet<String>, BTreeSet<String>) {
+    (names_in("/run/netns"), names_in("/sys/class/net"))
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Runs a cleanup command, bounded, ignoring how it ends.
+fn quietly(program: &str, args: &[&str], storage: &Path) {
+    let _ = Command::new("timeout")
+        .args(["-k", "5", "60", program])
+        .args(args)
+        .env("SHOAL_MACHINE_STORAGE_PATH", storage)
+        .env_remove("DOCKER_HOST")
+        .env_remove("SHOAL_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.stop_watching();
+        let storage = self.storage.path().to_path_buf();
+        for vm in [VM1, VM2] {
+            if storage.join(vm).exists() {
+                quietly(
+                    env!("CARGO_BIN_EXE_shoal"),
+                    &["machine", "rm", "-f", vm],
+                    &storage,
+                );
+            }
+        }
+        for (pid, _) in self.processes() {
+            if let Ok(p) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill with a valid signal number.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+        for ns in names_in("/run/netns").into_iter().filter(|n| ours(n)) {
+            quietly("ip", &["netns", "del", &ns], &storage);
+        }
+        let ports = self
+            .seen
+            .lock()
+            .map(|s| s.ports.clone())
+            .unwrap_or_default();
+        for link in names_in("/sys/class/net")
+            .into_iter()
+            .filter(|l| ours(l) || ports.contains(l))
+        {
+            quietly("ip", &["link", "del", &link], &storage);
+        }
+    }
+}
+
+fn skip_reason() -> Option<&'static str> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root");
+    }
+    for tool in ["ip", "unshare", "nsenter", "timeout"] {
+        let found = Command::new(tool)
+            .arg(if tool == "timeout" { "--version" } else { "-V" })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !found {
+            return Some("`ip`, `unshare`, `nsenter` or `timeout` missing");
+        }
+    }
+    None
+}
+
+/// One printed step: the command after `$ ` and the lines it printed (comments between steps
+/// included, trailing spaces trimmed).
+#[derive(Debug)]
+struct Step {
+    cmd: String,
+    lines: Vec<String>,
+}
+
+impl Step {
+    fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// The first table in the output (the block of lines starting with a line that starts
+    /// with `first_title`), as rows of cells cut at the header's column starts.
+    fn table(&self, first_title: &str) -> Vec<Vec<String>> {
+        let Some(start) = self.lines.iter().position(|l| l.starts_with(first_title)) else {
+            panic!("no table in the output of `{}`:\n{}", self.cmd, self.text());
+        };
+        let header = &self.lines[start];
+        // Titles are separated by at least two spaces ("DESIRED STATE" is one title).
+        let mut starts = vec![0];
+        let bytes = header.as_bytes();
+        for i in 2..bytes.len() {
+            if bytes[i] != b' ' && bytes[i - 1] == b' ' && bytes[i - 2] == b' ' {
+                starts.push(i);
+            }
+        }
+        self.lines[start..]
+            .iter()
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| {
+                (0..starts.len())
+                    .map(|c| {
+                        let from = starts[c].min(l.len());
+                        let to = starts.get(c + 1).copied().unwrap_or(l.len()).min(l.len());
+                        l.get(from..to).unwrap_or("").trim().to_string()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Rows of the table as maps from title to cell.
+    fn rows(&self, first_title: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        let table = self.table(first_title);
+        let (header, rows) = table.split_first().expect("header");
+        rows.iter()
+            .map(|r| header.iter().cloned().zip(r.iter().cloned()).collect())
+            .collect()
+    }
+}
+
+fn steps(transcript: &str) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    for line in transcript.lines() {
+        if let Some(cmd) = line.strip_prefix("$ ") {
+            out.push(Step {
+                cmd: cmd.trim().to_string(),
+                lines: Vec::new(),
+            });
+        } else if let Some(s) = out.last_mut() {
+            s.lines.push(line.trim_end().to_string());
+        }
+    }
+    out
+}
+
+/// Walks the steps in order.
+struct Steps {
+    all: Vec<Step>,
+    next: std::cell::Cell<usize>,
+}
+
+impl Steps {
+    /// The next step whose command is `cmd`.
+    #[track_caller]
+    fn expect(&self, cmd: &str) -> &Step {
+        self.find(cmd, |s| s.cmd == cmd)
+    }
+
+    /// The next step whose command starts with `prefix`.
+    #[track_caller]
+    fn expect_prefix(&self, prefix: &str) -> &Step {
+        self.find(prefix, |s| s.cmd.starts_with(prefix))
+    }
+
+    #[track_caller]
+    fn find(&self, what: &str, f: impl Fn(&Step) -> bool) -> &Step {
+        let from = self.next.get();
+        let Some(i) = self.all[from..].iter().position(f) else {
+            let rest: Vec<&str> = self.all[from..].iter().map(|s| s.cmd.as_str()).collect();
+            panic!("no step `{what}` among the remaining ones: {rest:#?}");
+        };
+        self.next.set(from + i + 1);
+        &self.all[from + i]
+    }
+}
+
+fn row_of<'a>(
+    rows: &'a [std::collections::BTreeMap<String, String>],
+    key: &str,
+    value: &str,
+) -> &'a std::collections::BTreeMap<String, String> {
+    rows.iter()
+        .find(|r| r.get(key).map(String::as_str) == Some(value))
+        .unwrap_or_else(|| panic!("no row with {key} = {value} in {rows:#?}"))
+}
+
+/// Nodes of the running tasks of a `service ps` table, all checked to be running.
+#[track_caller]
+fn running_nodes(step: &Step) -> Vec<String> {
+    let rows = step.rows("ID");
+    let running: Vec<_> = rows
+        .iter()
+        .filter(|r| r["DESIRED STATE"] == "Running")
+        .collect();
+    for r in &running {
+        assert!(
+            r["CURRENT STATE"].starts_with("Running"),
+            "task not running in `{}`:\n{}",
+            step.cmd,
+            step.text()
+        );
+    }
+    running.iter().map(|r| r["NODE"].clone()).collect()
+}
+
+#[track_caller]
+fn assert_node(step: &Step, host: &str, status: &str, availability: &str, manager: &str) {
+    let rows = step.rows("ID");
+    let r = row_of(&rows, "HOSTNAME", host);
+    assert_eq!(
+        (
+            r["STATUS"].as_str(),
+            r["AVAILABILITY"].as_str(),
+            r["MANAGER STATUS"].as_str()
+        ),
+        (status, availability, manager),
+        "`{}`:\n{}",
+        step.cmd,
+        step.text()
+    );
+}
+
+#[track_caller]
+fn assert_says(step: &Step, text: &str) {
+    assert!(
+        step.lines.iter().any(|l| l == text),
+        "`{}` should print {text:?}:\n{}",
+        step.cmd,
+        step.text()
+    );
+}
+
+#[test]
+fn e2e_getstarted_guide_scenario() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping e2e_getstarted: {why}");
+        return;
+    }
+    let before = host_names();
+    let mut r = Run::start();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "30", &SCRIPT_TIMEOUT_SECS.to_string(), "bash"])
+        .arg(script())
+        .env("SHOAL", env!("CARGO_BIN_EXE_shoal"))
+        .env("SHOAL_MACHINE_STORAGE_PATH", r.storage.path())
+        .env("GETSTARTED_VM1", VM1)
+        .env("GETSTARTED_VM2", VM2)
+        .env("GETSTARTED_BRIDGE", BRIDGE)
+        .env("GETSTARTED_SUBNET", SUBNET)
+        .env("GETSTARTED_WAIT", "90")
+        .env("TMPDIR", r.tmp.path())
+        .env_remove("DOCKER_HOST")
+        .env_remove("SHOAL_HOST")
+        .env_remove("DOCKER_MACHINE_NAME");
+    let out: Out = run(cmd, Duration::from_secs(SCRIPT_TIMEOUT_SECS + 45));
+    r.stop_watching();
+    let transcript = out.ok().to_string();
+    println!("{transcript}");
+    let s = Steps {
+        all: steps(&transcript),
+        next: std::cell::Cell::new(0),
+    };
+
+    // Create two machines, list them.
+    let flags = format!("--bridge {BRIDGE} --subnet {SUBNET}");
+    for vm in [VM1, VM2] {
+        let create = s.expect(&format!("shoal machine create --driver netns {flags} {vm}"));
+        assert!(
+            create
+                .lines
+                .iter()
+                .any(|l| l.starts_with(&format!("Creating machine {vm}"))),
+            "{}",
+            create.text()
+        );
+    }
+    let ls = s.expect("shoal machine ls");
+    assert_eq!(
+        ls.lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "ACTIVE", "DRIVER", "STATE", "URL", "SWARM", "DOCKER", "ERRORS"]
+    );
+    let rows = ls.rows("NAME");
+    for vm in [VM1, VM2] {
+        let row = row_of(&rows, "NAME", vm);
+        assert_eq!(
+            (row["ACTIVE"].as_str(), row["STATE"].as_str()),
+            ("-", "Running")
+        );
+        assert!(!row["URL"].is_empty(), "{}", ls.text());
+    }
+    let ip = s.expect(&format!("shoal machine ip {VM1}"));
+    assert_eq!(ip.lines[0], "10.98.10.2", "{}", ip.text());
+
+    // swarm init on myvm1: docker's text and a join command at myvm1's ip:2377.
+    let init = s.expect(&format!(
+        "shoal machine ssh {VM1} \"shoal swarm init --advertise-addr 10.98.10.2\""
+    ));
+    let first = &init.lines[0];
+    let id = first
+        .strip_prefix("Swarm initialized: current node (")
+        .and_then(|r| r.strip_suffix(") is now a manager."))
+        .unwrap_or_else(|| panic!("swarm init said:\n{}", init.text()));
+    assert_eq!(id.len(), 25, "node id {id:?}");
+    assert_says(
+        init,
+        "To add a worker to this swarm, run the following command:",
+    );
+    let join = init
+        .lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("docker swarm join --token "))
+        .unwrap_or_else(|| panic!("no join command:\n{}", init.text()));
+    let (token, addr) = join.split_once(' ').expect("token and address");
+    assert!(token.starts_with("SWMTKN-1-"), "{token}");
+    assert_eq!(addr, "10.98.10.2:2377");
+    assert_says(init, "To add a manager to this swarm, run 'docker swarm join-token manager' and follow the instructions.");
+
+    // join myvm2 with that command.
+    let joined = s.expect(&format!(
+        "shoal machine ssh {VM2} \"shoal swarm join --token {token} 10.98.10.2:2377\""
+    ));
+    assert_says(joined, "This node joined a swarm as a worker.");
+
+    let nodes = s.expect(&format!("shoal machine ssh {VM1} \"shoal node ls\""));
+    assert_node(nodes, VM1, "Ready", "Active", "Leader");
+    assert_node(nodes, VM2, "Ready", "Active", "");
+    let rows = nodes.rows("ID");
+    assert!(row_of(&rows, "HOSTNAME", VM1)["ID"].ends_with(" *"));
+    assert!(row_of(&rows, "HOSTNAME", VM1)["ID"].starts_with(id));
+
+    // machine env, then ls marks myvm1 active.
+    let env = s.expect(&format!("shoal machine env {VM1}"));
+    assert!(
+        env.lines
+            .iter()
+            .any(|l| l.starts_with("export DOCKER_HOST=\"")),
+        "{}",
+        env.text()
+    );
+    assert_says(env, &format!("export DOCKER_MACHINE_NAME=\"{VM1}\""));
+    assert_says(env, &format!("# eval $(shoal machine env {VM1})"));
+    s.expect(&format!("eval $(shoal machine env {VM1})"));
+    let ls = s.expect("shoal machine ls");
+    let rows = ls.rows("NAME");
+    assert_eq!(row_of(&rows, "NAME", VM1)["ACTIVE"], "*");
+    assert_eq!(row_of(&rows, "NAME", VM2)["ACTIVE"], "-");
+
+    // A service of 5 replicas over both machines.
+    let create = s.expect(
+        "shoal service create --name web --replicas 5 busybox sh -c 'while true; do sleep 3600; done'",
+    );
+    assert_eq!(create.lines[0].len(), 25, "{}", create.text());
+    assert_says(create, "overall progress: 5 out of 5 tasks");
+    assert_says(
+        create,
+        &format!("verify: Service {} converged", create.lines[0]),
+    );
+    let ls = s.expect("shoal service ls");
+    let rows = ls.rows("ID");
+    assert_eq!(row_of(&rows, "NAME", "web")["REPLICAS"], "5/5");
+    let ps = s.expect("shoal service ps web");
+    let on = running_nodes(ps);
+    assert_eq!(on.len(), 5, "{}", ps.text());
+    assert!(
+        on.iter().any(|n| n == VM1) && on.iter().any(|n| n == VM2),
+        "{on:?}"
+    );
+    if common::docker_cli().is_some() {
+        let docker = s.expect("docker node ls");
+        assert_node(docker, VM1, "Ready", "Active", "Leader");
+        assert_node(docker, VM2, "Ready", "Active", "");
+    }
+
+    // Drain myvm2: every task runs on myvm1, the old ones on myvm2 are shut down.
+    let drain = s.expect(&format!("shoal node update --availability drain {VM2}"));
+    assert_eq!(drain.lines[0], VM2);
+    assert_node(s.expect("shoal node ls"), VM2, "Ready", "Drain", "");
+    let ps = s.expect("shoal service ps web");
+    assert_eq!(running_nodes(ps), vec![VM1; 5], "{}", ps.text());
+    let rows = ps.rows("ID");
+    let shut: Vec<_> = rows.iter().filter(|r| r["NODE"] == VM2).collect();
+    assert!(!shut.is_empty(), "{}", ps.text());
+    assert!(
+        shut.iter()
+            .all(|r| r["DESIRED STATE"] == "Shutdown" && r["NAME"].starts_with("\\_ web.")),
+        "{}",
+        ps.text()
+    );
+
+    // Active again.
+    s.expect(&format!("shoal node update --availability active {VM2}"));
+    assert_node(s.expect("shoal node ls"), VM2, "Ready", "Active", "");
+    let update = s.expect("shoal service update --force web");
+    assert_says(update, "verify: Service web converged");
+    let ps = s.expect("shoal service ps -f desired-state=running web");
+    let on = running_nodes(ps);
+    assert_eq!(on.len(), 5, "{}", ps.text());
+    assert!(on.iter().any(|n| n == VM2), "{}", ps.text());
+
+    // Stop myvm2: Stopped, Down, all 5 replicas on myvm1.
+    assert_says(
+        s.expect(&format!("shoal machine stop {VM2}")),
+        &format!("Machine \"{VM2}\" was stopped."),
+    );
+    let ls = s.expect("shoal machine ls");
+    let rows = ls.rows("NAME");
+    assert_eq!(row_of(&rows, "NAME", VM2)["STATE"], "Stopped");
+    assert_eq!(row_of(&rows, "NAME", VM1)["STATE"], "Running");
+    let nodes = s.expect("shoal node ls");
+    assert_node(nodes, VM2, "Down", "Active", "");
+    assert_node(nodes, VM1, "Ready", "Active", "Leader");
+    let ps = s.expect("shoal service ps -f desired-state=running web");
+    assert_eq!(running_nodes(ps), vec![VM1; 5], "{}", ps.text());
+
+    // Start it: Ready again.
+    assert_says(
+        s.expect(&format!("shoal machine start {VM2}")),
+        &format!("Machine \"{VM2}\" was started."),
+    );
+    assert_node(s.expect("shoal node ls"), VM2, "Ready", "Active", "");
+
+    // Clean up.
+    assert_says(s.expect("shoal service rm web"), "web");
+    s.expect("eval $(shoal machine env -u)");
+    assert_says(
+        s.expect(&format!("shoal machine ssh {VM2} \"shoal swarm leave\"")),
+        "Node left the swarm.",
+    );
+    assert_says(
+        s.expect(&format!(
+            "shoal machine ssh {VM1} \"shoal swarm leave --force\""
+        )),
+        "Node left the swarm.",
+    );
+    for vm in [VM1, VM2] {
+        assert_says(
+            s.expect_prefix(&format!("shoal machine rm -y {vm}")),
+            &format!("Successfully removed {vm}"),
+        );
+    }
+    let ls = s.expect("shoal machine ls");
+    assert_eq!(ls.lines.len(), 1, "{}", ls.text());
+
+    // Nothing left behind.
+    let mut left = r.links_and_namespaces(&before);
+    left.extend(
+        r.processes()
+            .into_iter()
+            .map(|(pid, cmd)| format!("process {pid}: {cmd}")),
+    );
+    // `<storage>/.lock` is the store's lock file, kept like the storage directory itself.
+    left.extend(
+        names_in(&r.storage.path().to_string_lossy())
+            .into_iter()
+            .filter(|f| f != ".lock")
+            .map(|f| format!("file {f}")),
+    );
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    let seen = r.seen.lock().expect("seen");
+    assert!(
+        !seen.netns_inodes.is_empty() && seen.pids.len() >= 2,
+        "the run was not observed: {seen:?}"
+    );
+}

@@ -1,245 +1,172 @@
 //! End to end, as root: two machines made with `shoal machine` (network namespaces on a
 //! test-only bridge and subnet) form a swarm through `shoal machine ssh`, and `rm` leaves
-//! nothing behind (no namespace, no link, no process, no file), also when the test fails.
+//! nothing behind (no namespace, link, process, mount or file); and the harness
+//! ([`common::machines`]) leaves nothing behind either when a test panics.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 use std::time::Duration;
 
-use common::{run, wait_for, Out};
+use common::machines::{skip_reason, HostState, Machines, MachinesLock};
+use common::{pids_running, wait_for};
 
 const BRIDGE: &str = "shoal-e2e-br7";
 const SUBNET: &str = "10.98.7.0/24";
-const NAMES: [&str; 2] = ["e2e7-m1", "e2e7-m2"];
-
-struct Machines {
-    storage: tempfile::TempDir,
-    pids: Vec<u32>,
-}
-
-impl Machines {
-    fn shoal(&self, args: &[&str]) -> Out {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        cmd.args(args)
-            .env("SHOAL_MACHINE_STORAGE_PATH", self.storage.path())
-            .env_remove("DOCKER_HOST")
-            .env_remove("SHOAL_HOST");
-        run(cmd, Duration::from_secs(90))
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.storage.path().join(name)
-    }
-
-    fn record_pid(&mut self, name: &str) {
-        let text = std::fs::read_to_string(self.dir(name).join("config.json")).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if let Some(pid) = v["pid"].as_u64() {
-            self.pids.push(pid as u32);
-        }
-    }
-}
-
-fn netns_exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
-}
-
-fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
-fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-        .unwrap_or(false)
-}
-
-/// What is still on the host of the machines.
-fn leftovers(m: &Machines) -> Vec<String> {
-    let mut left = Vec::new();
-    for name in NAMES {
-        let ns = shoal_machine::model::netns_name(name);
-        if netns_exists(&ns) {
-            left.push(format!("netns {ns}"));
-        }
-        let veth = shoal_machine::model::veth_name(name);
-        if link_exists(&veth) {
-            left.push(format!("link {veth}"));
-        }
-        if m.dir(name).exists() {
-            left.push(format!("dir {}", m.dir(name).display()));
-        }
-    }
-    if link_exists(BRIDGE) {
-        left.push(format!("link {BRIDGE}"));
-    }
-    for pid in &m.pids {
-        if pid_alive(*pid) {
-            left.push(format!("process {pid}"));
-        }
-    }
-    left
-}
-
-impl Drop for Machines {
-    fn drop(&mut self) {
-        for name in NAMES {
-            if self.dir(name).exists() {
-                let _ = self.shoal(&["machine", "rm", "-f", name]);
-            }
-        }
-        // Whatever `rm` could not remove.
-        for pid in &self.pids {
-            if pid_alive(*pid) {
-                // SAFETY: kill with a valid signal number.
-                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-        for name in NAMES {
-            let ns = shoal_machine::model::netns_name(name);
-            if netns_exists(&ns) {
-                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-            }
-        }
-        if link_exists(BRIDGE) {
-            let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
-        }
-    }
-}
-
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root");
-    }
-    for tool in ["ip", "unshare", "nsenter"] {
-        let found = Command::new(tool)
-            .arg("-V")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !found {
-            return Some("`ip`, `unshare` or `nsenter` missing");
-        }
-    }
-    None
-}
 
 #[test]
 fn e2e_machine_two_machines_form_a_swarm_and_leave_nothing_behind() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping e2e_machine: {why}");
+    let Some(m) = Machines::create("e2e7", BRIDGE, SUBNET, 2) else {
         return;
-    }
-    let mut m = Machines {
-        storage: tempfile::tempdir().expect("tempdir"),
-        pids: Vec::new(),
     };
-    for name in NAMES {
-        m.shoal(&[
-            "machine", "create", "--driver", "netns", "--bridge", BRIDGE, "--subnet", SUBNET, name,
-        ])
-        .ok();
-        m.record_pid(name);
-    }
-    let ip1 = m
-        .shoal(&["machine", "ip", NAMES[0]])
-        .ok()
-        .trim()
-        .to_string();
-    let ip2 = m
-        .shoal(&["machine", "ip", NAMES[1]])
-        .ok()
-        .trim()
-        .to_string();
+    let (n1, n2) = (m.names()[0].clone(), m.names()[1].clone());
+    let (ip1, ip2) = (m.ip(&n1).to_string(), m.ip(&n2).to_string());
     assert_eq!((ip1.as_str(), ip2.as_str()), ("10.98.7.2", "10.98.7.3"));
 
-    let ls = m.shoal(&["machine", "ls"]);
+    let ls = m.machine(&["ls"]);
     let lines = ls.lines();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
         ["NAME", "ACTIVE", "DRIVER", "STATE", "URL", "SWARM", "DOCKER", "ERRORS"]
     );
-    assert!(lines[1].starts_with(NAMES[0]) && lines[1].contains("Running"));
+    assert!(
+        lines[1].starts_with(n1.as_str()) && lines[1].contains("Running"),
+        "{lines:?}"
+    );
 
-    let host = m
-        .shoal(&["machine", "ssh", NAMES[0], "hostname"])
+    let host = m.ssh(&n1, &["hostname"]).ok().trim().to_string();
+    assert_eq!(host, n1);
+    // `shoal machine env` points a client at the machine.
+    let env = m.machine(&["env", &n1]);
+    assert!(env.ok().contains("DOCKER_HOST="), "{env:?}");
+
+    m.ssh(&n1, &["shoal", "swarm", "init", "--advertise-addr", &ip1])
+        .ok();
+    let token = m
+        .ssh(&n1, &["shoal", "swarm", "join-token", "-q", "worker"])
         .ok()
         .trim()
         .to_string();
-    assert_eq!(host, NAMES[0]);
-
-    m.shoal(&[
-        "machine",
-        "ssh",
-        NAMES[0],
-        "shoal",
-        "swarm",
-        "init",
-        "--advertise-addr",
-        &ip1,
-    ])
-    .ok();
-    let token = m
-        .shoal(&[
-            "machine",
-            "ssh",
-            NAMES[0],
+    let joined = m.ssh(
+        &n2,
+        &[
             "shoal",
             "swarm",
-            "join-token",
-            "-q",
-            "worker",
-        ])
-        .ok()
-        .trim()
-        .to_string();
-    let joined = m.shoal(&[
-        "machine",
-        "ssh",
-        NAMES[1],
-        "shoal",
-        "swarm",
-        "join",
-        "--token",
-        &token,
-        &format!("{ip1}:2377"),
-    ]);
+            "join",
+            "--token",
+            &token,
+            &format!("{ip1}:2377"),
+        ],
+    );
     assert!(joined
         .ok()
         .contains("This node joined a swarm as a worker."));
 
     wait_for("both machines in node ls", Duration::from_secs(30), || {
-        let out = m.shoal(&["machine", "ssh", NAMES[0], "shoal", "node", "ls"]);
+        let out = m.ssh(&n1, &["shoal", "node", "ls"]);
         let text = out.ok().to_string();
         let ready = |n: &str| {
             text.lines()
                 .any(|l| l.split_whitespace().any(|w| w == n) && l.contains("Ready"))
         };
-        if ready(NAMES[0]) && ready(NAMES[1]) {
+        if ready(&n1) && ready(&n2) {
             Ok(())
         } else {
             Err(text)
         }
     });
+    // The docker CLI on the host reaches the same swarm through the machine's socket.
+    let rows = m.node_ls(&n1).expect("node ls");
+    assert_eq!(rows.len(), 2, "{rows:?}");
 
     // A stopped machine refuses commands.
-    m.shoal(&["machine", "stop", NAMES[1]]).ok();
-    assert_eq!(
-        m.shoal(&["machine", "status", NAMES[1]]).ok().trim(),
-        "Stopped"
-    );
-    let err = m
-        .shoal(&["machine", "ssh", NAMES[1], "true"])
-        .fails()
-        .to_string();
+    m.stop(&n2);
+    assert_eq!(m.machine(&["status", &n2]).ok().trim(), "Stopped");
+    let err = m.ssh(&n2, &["true"]).fails().to_string();
     assert!(err.contains("is not running"), "{err}");
 
-    for name in NAMES {
-        m.shoal(&["machine", "rm", name]).ok();
+    // While the machines exist the leftover check sees them (so an empty one means gone).
+    let present = m.leftovers();
+    for name in [&n1, &n2] {
+        assert!(
+            present.contains(&format!("netns shoal-{name}")),
+            "{present:?}"
+        );
+        assert!(
+            present
+                .iter()
+                .any(|l| l.starts_with("directory ") && l.ends_with(name.as_str())),
+            "{present:?}"
+        );
     }
-    let left = leftovers(&m);
+    let daemon = m
+        .daemon_pid(&n1)
+        .expect("the daemon of the running machine");
+    assert!(
+        present
+            .iter()
+            .any(|l| l.starts_with(&format!("process {daemon} "))),
+        "{present:?}"
+    );
+
+    m.rm_all();
+    let left = m.leftovers();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn e2e_machine_harness_cleans_up_after_a_panic() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    // Held across the panic, so the host is compared with no other machine test running.
+    let lock = Rc::new(MachinesLock::take());
+    let before = HostState::now();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let m = Machines::create_locked(lock.clone(), "e2e7", BRIDGE, SUBNET, 1);
+        let name = m.names()[0].clone();
+        // A process of the machine that its daemon does not know of.
+        m.ssh(&name, &["sleep 6701 >/dev/null 2>&1 &"]).ok();
+        wait_for("the stray process", Duration::from_secs(10), || {
+            match m.running_in(&name, &["sleep", "6701"]) {
+                1 => Ok(()),
+                n => Err(format!("{n} running")),
+            }
+        });
+        panic!("a machine test failing on purpose");
+    }));
+    let payload = result.expect_err("the closure panics");
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        message, "a machine test failing on purpose",
+        "the machine failed before the test's own panic"
+    );
+    let after = HostState::now();
+    let netns: Vec<&String> = after.netns.difference(&before.netns).collect();
+    let links: Vec<&String> = after.links.difference(&before.links).collect();
+    assert!(
+        netns.is_empty() && links.is_empty(),
+        "left behind: netns {netns:?}, links {links:?}"
+    );
+    let shoal: Vec<&i32> = after.shoal_pids.difference(&before.shoal_pids).collect();
+    assert!(
+        pids_running(&["sleep", "6701"]).is_empty(),
+        "the stray process survived"
+    );
+    // Daemons of other (loopback) tests may have started meanwhile: only a machine daemon,
+    // whose data root is in a machine directory, would be ours.
+    for pid in shoal {
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+        assert!(
+            !argv.contains("shoal-m-"),
+            "a machine daemon survived: {pid} {argv}"
+        );
+    }
 }

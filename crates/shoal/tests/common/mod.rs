@@ -19,6 +19,7 @@
 
 pub mod cluster;
 pub mod flow;
+pub mod machines;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

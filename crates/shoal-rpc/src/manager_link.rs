@@ -13,6 +13,13 @@
 //!  assignments stream: ends on the first error or when the manager closes it, and marks that
 //!  manager failed, so the worker's re-register goes to the next one
 //!
+//!  heartbeat: only to the manager of the session (the one the assignment stream comes from),
+//!  bounded by the heartbeat period (at least HEARTBEAT_TIMEOUT_FLOOR); no answer in time
+//!  marks that manager failed, so the worker re-registers elsewhere before the new leader's
+//!  dispatcher declares the node down (3 periods). Without the bound, a manager cut off by a
+//!  partition (packets dropped, no reset) held every agent until the request timeout and
+//!  the new leader marked every node down and restarted every task.
+//!
 //!  register / heartbeat answers carry the managers' addresses: a non-empty list that differs
 //!  from the known one replaces it (set_managers), so the link follows managers that join,
 //!  leave or move; and the role the swarm records for this node, published on `role_watch`
@@ -31,6 +38,16 @@ use tokio::sync::watch;
 
 use crate::{ClientOptions, NodeClient, PeerRole, RpcError};
 
+/// The shortest wait for a heartbeat's answer, however short the period.
+pub const HEARTBEAT_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+
+/// How long a heartbeat may wait for its answer: one period (not less than the floor), so a
+/// silent manager is given up at most two periods after the last answer, within the three
+/// periods after which a node is declared down.
+pub fn heartbeat_timeout(period: Duration) -> Duration {
+    period.max(HEARTBEAT_TIMEOUT_FLOOR)
+}
+
 /// A [`ManagerLink`] to remote managers, failing over between them.
 #[derive(Clone)]
 pub struct RemoteManagerLink {
@@ -43,6 +60,8 @@ struct Inner {
     state: Mutex<State>,
     /// The role the managers last said this node has.
     role: watch::Sender<Option<PeerRole>>,
+    /// The heartbeat period the managers last gave.
+    period: Mutex<Option<Duration>>,
 }
 
 #[derive(Default)]
@@ -123,6 +142,7 @@ impl RemoteManagerLink {
                     ..State::default()
                 }),
                 role: watch::channel(None).0,
+                period: Mutex::new(None),
             }),
         }
     }
@@ -151,6 +171,16 @@ impl RemoteManagerLink {
                 *r = role;
                 changed
             });
+        }
+    }
+
+    fn period(&self) -> Option<Duration> {
+        *self.inner.period.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_period(&self, period: Duration) {
+        if !period.is_zero() {
+            *self.inner.period.lock().unwrap_or_else(|p| p.into_inner()) = Some(period);
         }
     }
 
@@ -250,18 +280,36 @@ impl ManagerLink for RemoteManagerLink {
             .await?;
         self.inner.learn_managers(info.managers);
         self.learn_role(info.role);
+        self.set_period(info.period);
         Ok(info.period)
     }
 
     async fn heartbeat(&self, node_id: &str) -> Result<Duration, LinkError> {
-        let info = self
-            .call(
-                "heartbeat",
-                |c| async move { c.heartbeat_info(node_id).await },
-            )
-            .await?;
+        // The session lives on one manager: a heartbeat elsewhere would keep the node alive
+        // while its assignment stream hangs on a manager that no longer answers.
+        let Some(client) = self.inner.state().current.clone() else {
+            return Err(LinkError(
+                "no session with a manager (its connection was dropped)".into(),
+            ));
+        };
+        let addr = client.addr().to_string();
+        let limit = heartbeat_timeout(self.period().unwrap_or(HEARTBEAT_TIMEOUT_FLOOR));
+        let info = match tokio::time::timeout(limit, client.heartbeat_info(node_id)).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => {
+                self.inner.fail(&addr);
+                return Err(LinkError(format!("heartbeat to {addr}: {e}")));
+            }
+            Err(_) => {
+                self.inner.fail(&addr);
+                return Err(LinkError(format!(
+                    "heartbeat to {addr}: no answer within {limit:?}"
+                )));
+            }
+        };
         self.inner.learn_managers(info.managers);
         self.learn_role(info.role);
+        self.set_period(info.period);
         Ok(info.period)
     }
 

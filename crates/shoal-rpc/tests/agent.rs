@@ -29,6 +29,8 @@ struct FakeDispatcher {
     registered: Mutex<Vec<(String, String)>>,
     reports: Mutex<Vec<(String, StatusUpdate)>>,
     sets: Mutex<Option<mpsc::UnboundedReceiver<AssignmentSet>>>,
+    /// Heartbeats never get an answer: a manager cut off by a partition that drops packets.
+    silent_heartbeats: bool,
 }
 
 #[async_trait::async_trait]
@@ -52,6 +54,9 @@ impl ManagerLink for FakeDispatcher {
     }
 
     async fn heartbeat(&self, _node_id: &str) -> Result<Duration, LinkError> {
+        if self.silent_heartbeats {
+            futures::future::pending::<()>().await;
+        }
         Ok(Duration::from_millis(200))
     }
 
@@ -230,4 +235,69 @@ async fn link_errors_reach_the_agent_as_failed_preconditions() {
         RpcError::FailedPrecondition("node worker7 is not part of this swarm".into())
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_manager_that_stops_answering_heartbeats_loses_the_session_to_another() {
+    let pki = Pki::new("cluster-1");
+    let silent = Arc::new(FakeDispatcher {
+        silent_heartbeats: true,
+        ..FakeDispatcher::default()
+    });
+    let healthy = Arc::new(FakeDispatcher::default());
+    let mut servers = Vec::new();
+    for (name, fake) in [("manager1", &silent), ("manager2", &healthy)] {
+        let node = pki.node(name, PeerRole::Manager);
+        servers.push(
+            TestServer::start(
+                pki.server_config(&node),
+                pki.peer_fn(),
+                Handlers::new().with_dispatcher(Arc::new(ManagerLinkHandler(Arc::clone(fake)))),
+            )
+            .await,
+        );
+    }
+    let w1 = pki.node("worker1", PeerRole::Worker);
+    // The silent manager comes first, so the session starts there; requests would otherwise
+    // wait out this (long) request timeout.
+    let link = Arc::new(RemoteManagerLink::with_options(
+        servers.iter().map(|s| s.addr.clone()).collect(),
+        pki.client_config(&w1),
+        ClientOptions::default().with_request_timeout(Some(Duration::from_secs(600))),
+    ));
+    let cfg = WorkerConfig {
+        node_id: "worker1".into(),
+        addr: "10.0.0.9:2377".into(),
+        description: engine::NodeDescription::default(),
+        default_runtime: "mock".into(),
+    };
+    let runtimes: HashMap<String, Arc<dyn Runtime>> = HashMap::from([(
+        "mock".to_string(),
+        Arc::new(MockRuntime::new()) as Arc<dyn Runtime>,
+    )]);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(Worker::new(cfg, link.clone(), runtimes).run(stop_rx));
+
+    eventually(
+        "a session with the first manager",
+        Duration::from_secs(10),
+        || !silent.registered.lock().unwrap().is_empty(),
+    )
+    .await;
+    eventually(
+        "the worker registered with the other manager",
+        Duration::from_secs(20),
+        || !healthy.registered.lock().unwrap().is_empty(),
+    )
+    .await;
+    assert_eq!(link.current_manager(), Some(servers[1].addr.clone()));
+
+    let _ = stop_tx.send(true);
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker stops")
+        .unwrap();
+    for s in servers {
+        s.stop().await;
+    }
 }

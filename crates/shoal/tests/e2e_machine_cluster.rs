@@ -11,10 +11,11 @@
 //! - link loss: a manager whose link goes down is Unreachable, writes go on, and it catches up
 //!   once its link is back.
 //!
-//! An ignored test shows a defect found on the way (a leader cut off by a partition makes the
-//! new leader mark every node Down and restart every task).
+//! - a leader cut off by a partition: the majority's nodes stay Ready and their tasks keep
+//!   running, during the cut and after it heals (agents give up a manager that does not answer
+//!   their heartbeats within a period and register with another).
 //!
-//! The two swarms use their own bridges, subnets and machine names (the ignored test reuses
+//! The swarms use their own bridges, subnets and machine names (the leader cut-off test reuses
 //! the second's: the harness runs one machine test at a time on a host); the harness
 //! ([`common::machines`]) removes everything, also on failure, and each test asserts nothing
 //! is left on the host. Every wait is bounded; nothing asserts on time.
@@ -401,7 +402,8 @@ fn running_task_ids(m: &Machines, on: &str, service: &str) -> BTreeMap<String, V
 }
 
 /// Checks for `window` that the majority's machines stay Ready and their tasks of `service`
-/// are the ones in `kept` (a bounded watch of something that must not happen).
+/// in `kept` keep running (a bounded watch of something that must not happen). The
+/// replacement of the cut-off machine's task may join them.
 fn watch_undisturbed(
     m: &Machines,
     on: &str,
@@ -419,9 +421,9 @@ fn watch_undisturbed(
         }
         let now = running_task_ids(m, on, service);
         for (host, ids) in kept {
-            assert_eq!(
-                now.get(host),
-                Some(ids),
+            let running = now.get(host).cloned().unwrap_or_default();
+            assert!(
+                ids.iter().all(|id| running.contains(id)),
                 "the task on {host} was replaced {when}: {now:?}"
             );
         }
@@ -429,16 +431,12 @@ fn watch_undisturbed(
     }
 }
 
-/// In Docker, cutting the leader off changes nothing for the machines of the majority: they
-/// elect a leader and their tasks keep running, during the cut and after it heals. In Shoal,
-/// about one dispatcher heartbeat period after the cut the new leader finds every node's
-/// heartbeats missing ("nodes missed their heartbeats" with all three nodes in its log), marks
-/// them all Down, and shuts down every task; the agents, its own included, stay attached to the
-/// cut-off leader until their assignment stream ends about 30 s later ("assignment stream
-/// ended; re-registering"), and only then do the nodes come back Ready and the tasks restart.
-/// Killing the leader (a reset connection) instead of cutting it off does not show this.
+/// As in Docker, cutting the leader off changes nothing for the machines of the majority: they
+/// elect a leader and their tasks keep running, during the cut and after it heals. (It used
+/// to: the agents stayed attached to the cut-off leader until a request timeout, and the new
+/// leader marked every node Down and shut down every task. Killing the leader, a reset
+/// connection, never showed it.)
 #[test]
-#[ignore = "Shoal defect: cutting the leader off marks every node Down and restarts every task"]
 fn e2e_machine_cluster_cutting_off_the_leader_leaves_the_majority_alone() {
     let Some(m) = Machines::create("e2e9", "shoal-e2e-br9", "10.98.9.0/24", 3) else {
         return;

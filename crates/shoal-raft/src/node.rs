@@ -74,6 +74,11 @@ pub struct RaftConfig {
     /// Deadline of one `AppendEntries` that carries entries, and of one `InstallSnapshot` chunk
     /// (heartbeats and votes have openraft's own, shorter ones). Default 5000 ms.
     pub rpc_timeout_ms: u64,
+    /// A leader that has not heard from a majority of the voters (itself included) for this
+    /// long refuses proposals at once with [`RaftError::NoQuorum`] instead of waiting out
+    /// `propose_timeout_ms` (etcd's CheckQuorum, as swarmkit runs it): see
+    /// [`RaftNode::quorum_contact`]. Default 3000 ms.
+    pub quorum_lease_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -87,6 +92,7 @@ impl Default for RaftConfig {
             election_timeout_ms: (400, 700),
             propose_timeout_ms: 10_000,
             rpc_timeout_ms: 5_000,
+            quorum_lease_ms: 3_000,
         }
     }
 }
@@ -343,6 +349,11 @@ impl RaftNode {
     /// it is not committed within `propose_timeout_ms` (it may still be applied later),
     /// [`RaftError::Rejected`] if the target refused it.
     pub async fn propose(&self, payload: Vec<u8>) -> Result<u64, RaftError> {
+        let lease = Duration::from_millis(self.inner.cfg.quorum_lease_ms);
+        if self.inner.metrics.borrow().state == ServerState::Leader && !self.quorum_contact(lease) {
+            // Cut off from the majority: it cannot commit, and another leader may be writing.
+            return Err(RaftError::NoQuorum);
+        }
         let timeout = Duration::from_millis(self.inner.cfg.propose_timeout_ms);
         let deadline = Instant::now() + timeout;
         self.wait_running(deadline).await;
@@ -488,6 +499,44 @@ impl RaftNode {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .copied()
+    }
+
+    /// Whether this node heard, within `within`, from enough voters to form a majority with
+    /// itself (as leader: answers to its heartbeats and appends; a new leader: the votes it
+    /// won). Always true for a lone voter. A leader without it is cut off from the majority,
+    /// which may have elected another: it should stop acting as the leader (etcd's
+    /// CheckQuorum) until it hears from a majority again or learns of the new term.
+    pub fn quorum_contact(&self, within: Duration) -> bool {
+        let voters: Vec<u64> = self
+            .inner
+            .metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let me = self.inner.id;
+        let now = std::time::Instant::now();
+        let contacts = self
+            .inner
+            .contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let heard = voters
+            .iter()
+            .filter(|v| {
+                **v == me
+                    || contacts
+                        .get(v)
+                        .is_some_and(|t| now.saturating_duration_since(*t) <= within)
+            })
+            .count();
+        heard * 2 > voters.len()
+    }
+
+    /// The configured [`RaftConfig::quorum_lease_ms`].
+    pub fn quorum_lease(&self) -> Duration {
+        Duration::from_millis(self.inner.cfg.quorum_lease_ms)
     }
 
     /// On the leader: makes `id` (at `addr`) a voting member. It is first added as a learner

@@ -425,6 +425,56 @@ async fn without_quorum_a_proposal_fails_with_no_quorum() {
 }
 
 #[tokio::test]
+async fn a_leader_cut_off_from_the_majority_refuses_proposals_at_once() {
+    // Proposals would otherwise wait out this timeout.
+    let c = Cluster::start(3, |c| RaftConfig {
+        propose_timeout_ms: 600_000,
+        quorum_lease_ms: 300,
+        ..c
+    })
+    .await;
+    let old = c.agreed_leader(&[1, 2, 3]).await;
+    let lease = c.node(old).0.quorum_lease();
+    assert!(c.node(old).0.quorum_contact(lease));
+    c.node(old).0.propose(b"before".to_vec()).await.unwrap();
+
+    c.net.isolate(old);
+    eventually(
+        "the cut-off leader to lose its quorum",
+        Duration::from_secs(10),
+        || !c.node(old).0.quorum_contact(lease),
+    )
+    .await;
+    // Raft itself still counts it as the leader (openraft has no CheckQuorum)...
+    assert_eq!(c.node(old).0.metrics().role, RaftRole::Leader);
+    // ...but it refuses to propose rather than wait.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.node(old).0.propose(b"lost".to_vec()),
+    )
+    .await
+    .expect("refused without waiting out the proposal timeout");
+    assert_eq!(refused, Err(RaftError::NoQuorum));
+
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = c.agreed_leader(&rest).await;
+    assert!(c.node(new).0.quorum_contact(lease));
+    c.node(new).0.propose(b"during".to_vec()).await.unwrap();
+
+    c.net.heal();
+    assert_eq!(c.agreed_leader(&[1, 2, 3]).await, new);
+    let want = c.node(new).1.items();
+    eventually(
+        "the old leader to catch up",
+        Duration::from_secs(10),
+        || c.node(old).1.items() == want,
+    )
+    .await;
+    assert!(want.iter().all(|(_, p)| p != b"lost"), "{want:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_follower_forwards_proposals_and_reads_its_own_write() {
     let c = Cluster::start(3, |c| c).await;
     let leader = c.agreed_leader(&[1, 2, 3]).await;

@@ -13,6 +13,15 @@
 //!                                                    NotLeader, agents move to the new leader
 //! ```
 //!
+//! "Leader" means Raft's leader *that heard from a majority of the voters within the quorum
+//! lease* (3 s, [`shoal_raft::RaftNode::quorum_contact`], re-checked every [`LEASE_CHECK`]).
+//! openraft 0.9 keeps a leader cut off by a partition in office until it hears of a newer
+//! term; etcd's CheckQuorum, which swarmkit runs, steps it down. Here the cut-off leader ends
+//! its term (no dispatcher, no orchestration, proposals refused at once with Docker's "does
+//! not have a leader" message) without touching Raft's state, so healing the partition costs
+//! the majority no extra election; if the majority elected nobody meanwhile, the term starts
+//! again as soon as the majority answers.
+//!
 //! The guard ([`shoal_manager::guard::OwnLogGuard`] over [`RaftLog`]) keeps the orchestrators
 //! from planning on a store that lacks writes they must see: a new leader's predecessor's last
 //! writes (committed, not applied here yet) and this leader's own proposals that timed out but
@@ -37,6 +46,8 @@ use tokio::task::JoinHandle;
 
 /// A member silent for this long is `Unreachable`.
 pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+/// How often a leader re-checks that it still hears from a majority.
+pub const LEASE_CHECK: Duration = Duration::from_millis(250);
 /// How often the leader refreshes manager statuses.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// How long a pass waits for the leader's own log to be applied before giving up (and trying
@@ -122,17 +133,35 @@ pub async fn run(
     let mut term: Option<Term> = None;
     loop {
         metrics.borrow_and_update();
-        let leading = raft.metrics().role == RaftRole::Leader;
-        match (leading, term.take()) {
+        let raft_leader = raft.metrics().role == RaftRole::Leader;
+        let with_quorum = raft_leader && raft.quorum_contact(raft.quorum_lease());
+        match (with_quorum, term.take()) {
             (true, None) => term = Some(Term::start(&store, &raft, &gate)),
             (false, Some(t)) => {
-                tracing::info!(raft_id = raft.id(), "this manager is no longer the leader");
+                if raft_leader {
+                    tracing::warn!(
+                        raft_id = raft.id(),
+                        "no answer from a majority of the managers for {:?}: acting as the leader no more",
+                        raft.quorum_lease()
+                    );
+                } else {
+                    tracing::info!(raft_id = raft.id(), "this manager is no longer the leader");
+                }
                 t.end(&gate).await;
             }
             (_, t) => term = t,
         }
+        // Raft's metrics do not change while a cut-off leader hears nothing: look again.
+        let recheck = async {
+            if raft_leader {
+                tokio::time::sleep(LEASE_CHECK).await
+            } else {
+                std::future::pending().await
+            }
+        };
         tokio::select! {
             r = metrics.changed() => if r.is_err() { break },
+            _ = recheck => {}
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
         }
     }
@@ -186,7 +215,16 @@ async fn manager_statuses(store: Store, raft: RaftNode, mut stop: watch::Receive
                 })
                 .await;
             match res {
-                Ok(()) => tracing::debug!(?changes, "manager statuses updated"),
+                Ok(()) => {
+                    for (id, _, reach) in &changes {
+                        match reach {
+                            Reachability::Unreachable => {
+                                tracing::warn!(node = %id, "manager unreachable")
+                            }
+                            _ => tracing::info!(node = %id, ?reach, "manager status"),
+                        }
+                    }
+                }
                 Err(e) => tracing::debug!(error = %e, "updating manager statuses failed"),
             }
         }

@@ -73,6 +73,17 @@ pub struct DaemonArgs {
     pub node_memory: Option<u64>,
 }
 
+/// The log filter for `--log-level LEVEL` when `RUST_LOG` is not set. Below debug, openraft's
+/// own messages are left out: it logs every failed message to an unreachable manager as an
+/// error (several a second for as long as a partition lasts); the daemon reports those
+/// managers itself, once, as they become unreachable and reachable again.
+pub fn default_filter(level: &str) -> String {
+    match level {
+        "debug" | "trace" => level.to_string(),
+        _ => format!("{level},openraft=off"),
+    }
+}
+
 /// Default API socket.
 pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
 
@@ -88,7 +99,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.log_level.clone()));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter(&args.log_level)));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

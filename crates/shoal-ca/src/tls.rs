@@ -162,7 +162,7 @@ pub fn pinned_client_config(root_pem: &str) -> Result<ClientConfig, CaError> {
 /// it shows.
 pub fn dangerous_unverified_bootstrap_client_config() -> Result<ClientConfig, CaError> {
     let provider = provider();
-    let verifier = Arc::new(AcceptAnyServerCert(provider.clone()));
+    let verifier = accept_any_server_cert(provider.clone());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
@@ -173,7 +173,13 @@ pub fn dangerous_unverified_bootstrap_client_config() -> Result<ClientConfig, Ca
     Ok(config)
 }
 
-/// Accepts any server certificate; checks only that the handshake is signed by its key.
+/// A verifier that accepts any server certificate and checks only that the handshake is signed
+/// by its key: the session is encrypted to whoever holds that key (a join's first contact,
+/// before the CA is pinned; the CLI's `--tls` without `--tlsverify`).
+pub fn accept_any_server_cert(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AcceptAnyServerCert(provider))
+}
+
 #[derive(Debug)]
 struct AcceptAnyServerCert(Arc<CryptoProvider>);
 

@@ -92,24 +92,8 @@ impl TlsDaemon {
 
     /// Runs `program ARGS...` with only the given `DOCKER_*` variables set.
     fn cli(&self, program: &Path, env: &[(&str, String)], args: &[&str]) -> Out {
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        for v in [
-            "DOCKER_HOST",
-            "DOCKER_CONTEXT",
-            "DOCKER_TLS",
-            "DOCKER_TLS_VERIFY",
-            "DOCKER_CERT_PATH",
-            "DOCKER_API_VERSION",
-            "SHOAL_HOST",
-        ] {
-            cmd.env_remove(v);
-        }
-        cmd.env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .env("HOME", self.dir.path())
-            .env("DOCKER_CLI_HINTS", "false")
-            .env("NO_COLOR", "1")
-            .env("TERM", "dumb");
+        let mut cmd = common::client_command(program, &self.dir.path().join("docker-config"));
+        cmd.args(args).env("HOME", self.dir.path());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -36,7 +36,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::cluster::LONG;
-use super::{docker_cli, procs, raw_http, run, urlencode, wait_for, Out};
+use super::{client_command, docker_cli, procs, raw_http, run, urlencode, wait_for, Out};
 
 /// The lock every harness user holds while its machines exist.
 pub const LOCK_PATH: &str = "/run/lock/shoal-e2e-machines.lock";
@@ -512,22 +512,8 @@ impl Machines {
 
     fn docker_cmd(&self, name: &str, args: &[&str]) -> Command {
         let docker = docker_cli().expect("the docker CLI");
-        let mut cmd = Command::new(docker);
+        let mut cmd = client_command(&docker, self.docker_config.path());
         cmd.arg("-H").arg(self.host(name)).args(args);
-        for v in [
-            "DOCKER_HOST",
-            "DOCKER_CONTEXT",
-            "DOCKER_TLS_VERIFY",
-            "DOCKER_CERT_PATH",
-            "DOCKER_API_VERSION",
-            "SHOAL_HOST",
-        ] {
-            cmd.env_remove(v);
-        }
-        cmd.env("DOCKER_CONFIG", self.docker_config.path())
-            .env("DOCKER_CLI_HINTS", "false")
-            .env("NO_COLOR", "1")
-            .env("TERM", "dumb");
         cmd
     }
 

@@ -77,6 +77,28 @@ impl Out {
     }
 }
 
+/// `program` (the docker or shoal CLI) with none of the caller's `DOCKER_*`/`SHOAL_HOST`
+/// settings, its client config in `config_dir`, and plain output: arguments still to add.
+pub fn client_command(program: &Path, config_dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    for v in [
+        "DOCKER_HOST",
+        "DOCKER_CONTEXT",
+        "DOCKER_TLS",
+        "DOCKER_TLS_VERIFY",
+        "DOCKER_CERT_PATH",
+        "DOCKER_API_VERSION",
+        "SHOAL_HOST",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("DOCKER_CONFIG", config_dir)
+        .env("DOCKER_CLI_HINTS", "false")
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb");
+    cmd
+}
+
 /// Runs `cmd` to completion within `timeout`, capturing its output.
 pub fn run(mut cmd: Command, timeout: Duration) -> Out {
     let what = format!("{cmd:?}");
@@ -329,22 +351,8 @@ impl TestDaemon {
     }
 
     fn cli(&self, program: &Path, args: &[&str]) -> Out {
-        let mut cmd = Command::new(program);
+        let mut cmd = client_command(program, &self.dir.path().join("docker-config"));
         cmd.arg("-H").arg(self.host()).args(args);
-        for v in [
-            "DOCKER_HOST",
-            "DOCKER_CONTEXT",
-            "DOCKER_TLS_VERIFY",
-            "DOCKER_CERT_PATH",
-            "DOCKER_API_VERSION",
-            "SHOAL_HOST",
-        ] {
-            cmd.env_remove(v);
-        }
-        cmd.env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .env("DOCKER_CLI_HINTS", "false")
-            .env("NO_COLOR", "1")
-            .env("TERM", "dumb");
         run(cmd, COMMAND_TIMEOUT)
     }
 

@@ -905,10 +905,16 @@ async fn remote_manager_link_fails_over_to_a_live_manager() {
         vec!["register", "heartbeat", "report"]
     );
 
-    // Only dead managers: an error naming each.
+    // Only dead managers: the session is gone, so heartbeats fail at once (the worker
+    // registers again), and registering fails with an error naming each manager.
     link.set_managers(vec![dead.clone()]);
     assert_eq!(link.current_manager(), None);
     let err = link.heartbeat("worker1").await.unwrap_err();
+    assert!(err.0.contains("no session"), "{err}");
+    let err = link
+        .register("worker1", description(), "192.0.2.7:2377")
+        .await
+        .unwrap_err();
     assert!(err.0.contains(&dead), "{err}");
     c.server.stop().await;
 }

@@ -1,5 +1,5 @@
-//! The stored objects: [`Cluster`], [`Node`], [`Service`], [`Task`], and the [`Object`] sum type
-//! the store moves around.
+//! The stored objects: [`Cluster`], [`Node`], [`Service`], [`Task`], the swarm-scoped
+//! [`Network`], [`Secret`] and [`Config`], and the [`Object`] sum type the store moves around.
 //!
 //! Every object has an `id` and a [`Meta`]: `meta.version` is the index of the Raft log entry
 //! that last wrote it (the `Version.Index` clients send back with updates).
@@ -318,6 +318,81 @@ impl Task {
     }
 }
 
+/// A swarm-scoped overlay network: what the user asked for and what the manager allocated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub meta: Meta,
+    /// The create request as the client sent it (name, driver, labels, IPAM, options...).
+    pub spec: Box<engine::NetworkCreateRequest>,
+    /// The allocated IPv4 subnets, each with its gateway (the requested ones, or one taken
+    /// from the swarm's default address pool).
+    #[serde(default)]
+    pub subnets: Vec<NetworkSubnet>,
+    /// The VXLAN network identifier (VNI) of the overlay.
+    #[serde(default)]
+    pub vni: u32,
+}
+
+/// One allocated subnet of a [`Network`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSubnet {
+    /// `a.b.c.d/len`.
+    pub subnet: String,
+    /// The gateway address (the subnet's first host unless one was requested).
+    pub gateway: String,
+    /// An `IPRange` requested inside the subnet (empty: the whole subnet).
+    #[serde(default)]
+    pub ip_range: String,
+}
+
+impl Network {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The driver name (`overlay` when unset).
+    pub fn driver(&self) -> &str {
+        match self.spec.driver.as_deref() {
+            None | Some("") => "overlay",
+            Some(d) => d,
+        }
+    }
+
+    pub fn is_ingress(&self) -> bool {
+        self.spec.ingress.unwrap_or(false)
+    }
+}
+
+/// A secret: sensitive data delivered to the tasks that use it. `spec.data` (base64, as the
+/// API sends it) never leaves the managers through the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Secret {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: engine::SecretSpec,
+}
+
+impl Secret {
+    pub fn name(&self) -> &str {
+        self.spec.name.as_deref().unwrap_or("")
+    }
+}
+
+/// A config: non-sensitive data delivered to the tasks that use it (`spec.data` is base64).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: engine::ConfigSpec,
+}
+
+impl Config {
+    pub fn name(&self) -> &str {
+        self.spec.name.as_deref().unwrap_or("")
+    }
+}
+
 /// Which kind of object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ObjectKind {
@@ -325,6 +400,9 @@ pub enum ObjectKind {
     Node,
     Service,
     Task,
+    Network,
+    Secret,
+    Config,
 }
 
 impl ObjectKind {
@@ -334,6 +412,9 @@ impl ObjectKind {
             ObjectKind::Node => "node",
             ObjectKind::Service => "service",
             ObjectKind::Task => "task",
+            ObjectKind::Network => "network",
+            ObjectKind::Secret => "secret",
+            ObjectKind::Config => "config",
         }
     }
 }
@@ -347,6 +428,9 @@ pub enum Object {
     Node(Node),
     Service(Service),
     Task(Task),
+    Network(Network),
+    Secret(Secret),
+    Config(Config),
 }
 
 impl Object {
@@ -356,6 +440,9 @@ impl Object {
             Object::Node(_) => ObjectKind::Node,
             Object::Service(_) => ObjectKind::Service,
             Object::Task(_) => ObjectKind::Task,
+            Object::Network(_) => ObjectKind::Network,
+            Object::Secret(_) => ObjectKind::Secret,
+            Object::Config(_) => ObjectKind::Config,
         }
     }
 
@@ -365,6 +452,9 @@ impl Object {
             Object::Node(o) => &o.id,
             Object::Service(o) => &o.id,
             Object::Task(o) => &o.id,
+            Object::Network(o) => &o.id,
+            Object::Secret(o) => &o.id,
+            Object::Config(o) => &o.id,
         }
     }
 
@@ -374,6 +464,9 @@ impl Object {
             Object::Node(o) => &o.meta,
             Object::Service(o) => &o.meta,
             Object::Task(o) => &o.meta,
+            Object::Network(o) => &o.meta,
+            Object::Secret(o) => &o.meta,
+            Object::Config(o) => &o.meta,
         }
     }
 
@@ -383,6 +476,50 @@ impl Object {
             Object::Node(o) => &mut o.meta,
             Object::Service(o) => &mut o.meta,
             Object::Task(o) => &mut o.meta,
+            Object::Network(o) => &mut o.meta,
+            Object::Secret(o) => &mut o.meta,
+            Object::Config(o) => &mut o.meta,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_kinds_do_not_grow_the_object_enum() {
+        // Batches and events move objects by value: a network, secret or config must be no
+        // larger than a task, the most numerous object.
+        let task = std::mem::size_of::<Task>();
+        for (what, size) in [
+            ("network", std::mem::size_of::<Network>()),
+            ("secret", std::mem::size_of::<Secret>()),
+            ("config", std::mem::size_of::<Config>()),
+        ] {
+            assert!(size <= task, "{what}: {size} bytes > task {task} bytes");
+        }
+    }
+
+    #[test]
+    fn kinds_and_names() {
+        let n = Network {
+            id: "n".into(),
+            meta: Meta::new_now(),
+            spec: Box::new(engine::NetworkCreateRequest {
+                name: "web".into(),
+                ..Default::default()
+            }),
+            subnets: Vec::new(),
+            vni: 0,
+        };
+        assert_eq!(n.driver(), "overlay");
+        assert!(!n.is_ingress());
+        let o = Object::Network(n);
+        assert_eq!(o.kind(), ObjectKind::Network);
+        assert_eq!(o.kind().as_str(), "network");
+        assert_eq!(o.id(), "n");
+        assert_eq!(ObjectKind::Secret.as_str(), "secret");
+        assert_eq!(ObjectKind::Config.as_str(), "config");
     }
 }

@@ -140,6 +140,7 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Conflict(_) => ApiError::Conflict(msg),
             ControlError::Unimplemented(_) => ApiError::NotImplemented(msg),
+            ControlError::Forbidden(_) => ApiError::Forbidden(msg),
             // Docker answers a stale version with 500 ("rpc error: code = Unknown desc = update
             // out of sequence"); clients match the text, which ends the same way here.
             ControlError::OutOfSequence | ControlError::Internal(_) => ApiError::Internal(msg),

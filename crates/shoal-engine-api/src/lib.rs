@@ -11,7 +11,8 @@
 //! ```
 //!
 //! - [`backend`]: the [`SwarmBackend`] trait the daemon implements.
-//! - [`routes`]: the handlers and [`router`]; [`convert`]: stored objects -> API models.
+//! - [`routes`]: the handlers and [`router`]; [`convert`]: stored objects -> API models;
+//!   [`objects`]: networks, secrets and configs.
 //! - [`error`]: [`ApiError`], the single mapping of errors to statuses and Docker's texts.
 //! - [`server`]: [`serve`] on a [`Listener`] with graceful shutdown.
 //! - [`testing`]: [`testing::MockBackend`], an in-memory backend for tests.
@@ -21,6 +22,7 @@ pub mod backend;
 pub mod convert;
 pub mod error;
 pub mod logs;
+pub mod objects;
 pub mod params;
 pub mod routes;
 pub mod server;

@@ -1,4 +1,5 @@
 //! The routes: system (`/_ping`, `/version`, `/info`), swarm, nodes, services, tasks, logs,
+//! networks, secrets and configs (handlers in [`crate::objects`]),
 //! and the two compatibility stubs the CLI touches (`/distribution/.../json`, `/containers/json`).
 //!
 //! ```text
@@ -14,6 +15,7 @@ use crate::error::{
     MSG_WORKER,
 };
 use crate::logs::{self, LogRequest};
+use crate::objects;
 use crate::params::{Filters, Params};
 use crate::version::{version_middleware, ApiVersion, MAX_API_VERSION, MIN_API_VERSION};
 use axum::body::{Body, Bytes};
@@ -68,6 +70,27 @@ pub fn router(backend: Arc<dyn SwarmBackend>) -> Router {
         )
         .route("/services/{id}/update", post(service_update))
         .route("/services/{id}/logs", get(service_logs))
+        .route("/networks", get(objects::network_list))
+        .route("/networks/create", post(objects::network_create))
+        .route("/networks/prune", post(objects::network_prune))
+        .route(
+            "/networks/{id}",
+            get(objects::network_inspect).delete(objects::network_remove),
+        )
+        .route("/secrets", get(objects::secret_list))
+        .route("/secrets/create", post(objects::secret_create))
+        .route(
+            "/secrets/{id}",
+            get(objects::secret_inspect).delete(objects::secret_remove),
+        )
+        .route("/secrets/{id}/update", post(objects::secret_update))
+        .route("/configs", get(objects::config_list))
+        .route("/configs/create", post(objects::config_create))
+        .route(
+            "/configs/{id}",
+            get(objects::config_inspect).delete(objects::config_remove),
+        )
+        .route("/configs/{id}/update", post(objects::config_update))
         .route("/tasks", get(task_list))
         .route("/tasks/{id}", get(task_inspect))
         .route("/tasks/{id}/logs", get(task_logs))
@@ -166,7 +189,7 @@ fn ok_empty() -> Response {
 }
 
 /// Store and control of this manager, or Docker's 503 for why there is none.
-fn manager(st: &AppState) -> ApiResult<(Store, Arc<Control>)> {
+pub(crate) fn manager(st: &AppState) -> ApiResult<(Store, Arc<Control>)> {
     if let Some(m) = st.backend.manager() {
         return Ok(m);
     }

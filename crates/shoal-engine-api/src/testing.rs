@@ -206,7 +206,12 @@ impl SwarmBackend for MockBackend {
         };
         self.store
             .update(|tx| {
+                let ingress = shoal_manager::objects::ingress_network(
+                    &cluster.default_addr_pool,
+                    cluster.subnet_size,
+                );
                 tx.create(Object::Cluster(cluster))?;
+                tx.create(Object::Network(ingress))?;
                 tx.create(Object::Node(node))
             })
             .await?;

@@ -1169,3 +1169,492 @@ async fn docker_cli_payload_round_trips_with_go_key_spellings() {
     let listed = call(&app, "GET", "/services", None).await.json();
     assert_eq!(listed[0]["Spec"], spec);
 }
+
+// ------------------------------------------------------------------ networks, secrets, configs
+
+fn filters(v: Value) -> String {
+    urlencoding::encode(&v.to_string()).into_owned()
+}
+
+#[tokio::test]
+async fn swarm_init_makes_the_ingress_network_and_networks_get_pool_subnets() {
+    let (_b, app) = swarm().await;
+    let r = call(&app, "GET", "/v1.51/networks", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let list = r.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let ingress = &list[0];
+    assert_eq!(ingress["Name"], "ingress");
+    assert_eq!(ingress["Ingress"], true);
+    assert_eq!(ingress["Driver"], "overlay");
+    assert_eq!(ingress["Scope"], "swarm");
+    assert_eq!(ingress["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24");
+    assert_eq!(ingress["IPAM"]["Config"][0]["Gateway"], "10.0.0.1");
+    assert_eq!(
+        ingress["Options"]["com.docker.network.driver.overlay.vxlanid_list"],
+        "4096"
+    );
+
+    let r = call(
+        &app,
+        "POST",
+        "/v1.51/networks/create",
+        Some(json!({"Name": "webnet", "Driver": "overlay", "Attachable": true,
+            "Labels": {"com.docker.stack.namespace": "demo"}, "IPAM": {"Driver": "default", "Config": []}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.message());
+    let id = r.json()["Id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(r.json()["Warning"], "");
+    // By ID, name and ID prefix, with ?scope=swarm as the CLI sends it.
+    for reference in [id.clone(), "webnet".into(), id[..6].to_string()] {
+        let r = call(
+            &app,
+            "GET",
+            &format!("/v1.51/networks/{reference}?scope=swarm&verbose=false"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{reference}");
+        let n = r.json();
+        assert_eq!(n["Id"], id.as_str());
+        assert_eq!(n["Attachable"], true);
+        assert_eq!(n["IPAM"]["Config"][0]["Subnet"], "10.0.1.0/24");
+        assert_eq!(n["IPAM"]["Config"][0]["Gateway"], "10.0.1.1");
+        assert_eq!(
+            n["Options"]["com.docker.network.driver.overlay.vxlanid_list"],
+            "4097"
+        );
+    }
+    // A requested subnet is kept; one overlapping another network is refused.
+    let r = call(
+        &app,
+        "POST",
+        "/networks/create",
+        Some(json!({"Name": "backend", "Driver": "overlay",
+            "IPAM": {"Config": [{"Subnet": "10.50.0.0/16"}]}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.message());
+    let r = call(
+        &app,
+        "POST",
+        "/networks/create",
+        Some(json!({"Name": "clash", "Driver": "overlay",
+            "IPAM": {"Config": [{"Subnet": "10.50.3.0/24"}]}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.message().contains("overlaps"), "{}", r.message());
+
+    // Filters.
+    let r = call(
+        &app,
+        "GET",
+        &format!(
+            "/networks?filters={}",
+            filters(json!({"name": {"web": true}}))
+        ),
+        None,
+    )
+    .await;
+    let names: Vec<String> = r
+        .json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["Name"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, vec!["webnet".to_string()]);
+    let r = call(
+        &app,
+        "GET",
+        &format!(
+            "/networks?filters={}",
+            filters(json!({"label": {"com.docker.stack.namespace=demo": true}}))
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(r.json().as_array().map(Vec::len), Some(1));
+    let r = call(
+        &app,
+        "GET",
+        &format!(
+            "/networks?filters={}",
+            filters(json!({"type": {"builtin": true}}))
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(r.json()[0]["Name"], "ingress");
+    let r = call(
+        &app,
+        "GET",
+        &format!(
+            "/networks?filters={}",
+            filters(json!({"scope": {"local": true}}))
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(r.json(), json!([]));
+    let r = call(
+        &app,
+        "GET",
+        &format!(
+            "/networks?filters={}",
+            filters(json!({"bogus": {"x": true}}))
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.message(), "invalid filter 'bogus'");
+}
+
+#[tokio::test]
+async fn network_refusals_have_docker_texts() {
+    let (_b, app) = swarm().await;
+    let mk = |body: Value| {
+        let app = app.clone();
+        async move { call(&app, "POST", "/networks/create", Some(body)).await }
+    };
+    let r = mk(json!({"Name": "n1", "Driver": "overlay"})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = mk(json!({"Name": "n1", "Driver": "overlay"})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.message(), "network with name n1 already exists");
+    let r = mk(json!({"Name": "local", "Driver": "bridge"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.message()
+            .starts_with("network driver \"bridge\" is not supported"),
+        "{}",
+        r.message()
+    );
+    let r = mk(json!({"Name": "bridge", "Driver": "overlay"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.message(),
+        "bridge is a pre-defined network and cannot be created"
+    );
+    let r = mk(json!({"Driver": "overlay"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(&app, "GET", "/networks/nope", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.message(), "network nope not found");
+
+    // A service's network targets are resolved to IDs; unknown ones are refused.
+    let n1 = call(&app, "GET", "/networks/n1", None).await.json()["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut spec = service_spec("web", 1);
+    spec["TaskTemplate"]["Networks"] = json!([{"Target": "n1", "Aliases": ["w"]}]);
+    let svc = create(&app, spec.clone()).await;
+    let s = call(&app, "GET", &format!("/services/{svc}"), None)
+        .await
+        .json();
+    assert_eq!(
+        s["Spec"]["TaskTemplate"]["Networks"][0]["Target"],
+        n1.as_str()
+    );
+    assert_eq!(s["Spec"]["TaskTemplate"]["Networks"][0]["Aliases"][0], "w");
+    spec["Name"] = json!("api");
+    spec["EndpointSpec"] = json!({});
+    spec["TaskTemplate"]["Networks"] = json!([{"Target": "missing"}]);
+    let r = call(&app, "POST", "/services/create", Some(spec)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.message(), "network missing not found");
+
+    // In use: refused; once the service is gone, removed (204).
+    let r = call(&app, "DELETE", "/networks/n1", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.message(),
+        format!(
+            "rpc error: code = FailedPrecondition desc = network {n1} is in use by service {svc}"
+        )
+    );
+    let r = call(&app, "DELETE", "/networks/ingress", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.message()
+            .contains("ingress network cannot be removed because service web depends on it"),
+        "{}",
+        r.message()
+    );
+    assert_eq!(
+        call(&app, "DELETE", &format!("/services/{svc}"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = call(&app, "DELETE", "/networks/n1", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = call(&app, "DELETE", "/networks/n1", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn secrets_never_show_data_and_update_only_labels() {
+    let (_b, app) = swarm().await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1.51/secrets/create",
+        Some(json!({"Name": "db_pass", "Labels": {"a": "1"}, "Data": "czNjcmV0"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.message());
+    let id = r.json()["ID"].as_str().unwrap_or_default().to_string();
+    let r = call(
+        &app,
+        "POST",
+        "/secrets/create",
+        Some(json!({"Name": "db_pass", "Data": "eA=="})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        r.message(),
+        "rpc error: code = AlreadyExists desc = secret db_pass already exists"
+    );
+    let r = call(
+        &app,
+        "POST",
+        "/secrets/create",
+        Some(json!({"Name": "empty", "Data": ""})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.message(), "rpc error: code = InvalidArgument desc = secret data must be larger than 0 and less than 512000 bytes");
+
+    for reference in [id.clone(), "db_pass".into(), id[..5].to_string()] {
+        let r = call(&app, "GET", &format!("/secrets/{reference}"), None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let s = r.json();
+        assert_eq!(s["ID"], id.as_str());
+        assert_eq!(s["Spec"]["Name"], "db_pass");
+        assert!(s["Spec"].get("Data").is_none(), "{s}");
+    }
+    let list = call(&app, "GET", "/secrets", None).await.json();
+    assert!(list[0]["Spec"].get("Data").is_none());
+    for (f, n) in [
+        (json!({"name": {"db": true}}), 1),
+        (json!({"names": {"db": true}}), 0),
+        (json!({"names": {"db_pass": true}}), 1),
+        (json!({"label": {"a=1": true}}), 1),
+        (json!({"label": {"a=2": true}}), 0),
+        (json!({"id": {&id[..3]: true}}), 1),
+    ] {
+        let r = call(
+            &app,
+            "GET",
+            &format!("/secrets?filters={}", filters(f.clone())),
+            None,
+        )
+        .await;
+        assert_eq!(r.json().as_array().map(Vec::len), Some(n), "{f}");
+    }
+
+    // Labels may change, data may not.
+    let version = call(&app, "GET", &format!("/secrets/{id}"), None)
+        .await
+        .json()["Version"]["Index"]
+        .as_u64()
+        .unwrap_or(0);
+    let r = call(
+        &app,
+        "POST",
+        &format!("/secrets/{id}/update?version={version}"),
+        Some(json!({"Name": "db_pass", "Labels": {"b": "2"}, "Data": "b3RoZXI="})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.message(),
+        "rpc error: code = InvalidArgument desc = only updates to Labels are allowed"
+    );
+    let r = call(
+        &app,
+        "POST",
+        &format!("/secrets/{id}/update?version={version}"),
+        Some(json!({"Name": "db_pass", "Labels": {"b": "2"}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.message());
+    let s = call(&app, "GET", &format!("/secrets/{id}"), None)
+        .await
+        .json();
+    assert_eq!(s["Spec"]["Labels"], json!({"b": "2"}));
+    let r = call(
+        &app,
+        "POST",
+        &format!("/secrets/{id}/update?version={version}"),
+        Some(json!({"Name": "db_pass", "Labels": {}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.message(), "update out of sequence");
+
+    // In use by a service: refused with swarmkit's text.
+    let mut spec = service_spec("web", 1);
+    spec["TaskTemplate"]["ContainerSpec"]["Secrets"] = json!([{"SecretID": id, "SecretName": "db_pass",
+        "File": {"Name": "db_pass", "UID": "0", "GID": "0", "Mode": 292}}]);
+    let svc = create(&app, spec).await;
+    let r = call(&app, "DELETE", "/secrets/db_pass", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.message(),
+        "rpc error: code = InvalidArgument desc = secret 'db_pass' is in use by the following service: web"
+    );
+    call(&app, "DELETE", &format!("/services/{svc}"), None).await;
+    let r = call(&app, "DELETE", "/secrets/db_pass", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = call(&app, "GET", "/secrets/db_pass", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.message(), "secret db_pass not found");
+}
+
+#[tokio::test]
+async fn configs_show_their_data_and_follow_the_same_rules() {
+    let (_b, app) = swarm().await;
+    let r = call(
+        &app,
+        "POST",
+        "/configs/create",
+        Some(json!({"Name": "nginx.conf", "Data": "aGVsbG8="})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.message());
+    let id = r.json()["ID"].as_str().unwrap_or_default().to_string();
+    let c = call(&app, "GET", "/configs/nginx.conf", None).await.json();
+    assert_eq!(c["ID"], id.as_str());
+    assert_eq!(c["Spec"]["Data"], "aGVsbG8=");
+    assert_eq!(c["Spec"]["Labels"], json!({}));
+    let r = call(
+        &app,
+        "POST",
+        "/configs/create",
+        Some(json!({"Name": "nginx.conf", "Data": "aGVsbG8="})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        r.message(),
+        "rpc error: code = AlreadyExists desc = config nginx.conf already exists"
+    );
+    let r = call(
+        &app,
+        "POST",
+        "/configs/create",
+        Some(json!({"Name": "-bad", "Data": "aGVsbG8="})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Unchanged data is accepted with new labels.
+    let v = c["Version"]["Index"].as_u64().unwrap_or(0);
+    let r = call(
+        &app,
+        "POST",
+        &format!("/configs/{id}/update?version={v}"),
+        Some(json!({"Name": "nginx.conf", "Labels": {"x": "y"}, "Data": "aGVsbG8="})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.message());
+    let mut spec = service_spec("web", 1);
+    spec["TaskTemplate"]["ContainerSpec"]["Configs"] =
+        json!([{"ConfigID": id, "ConfigName": "nginx.conf", "File": {"Name": "/etc/nginx.conf"}}]);
+    create(&app, spec.clone()).await;
+    spec["Name"] = json!("web2");
+    spec["EndpointSpec"] = json!({});
+    let r = call(&app, "POST", "/services/create", Some(spec.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = call(&app, "DELETE", &format!("/configs/{id}"), None).await;
+    assert_eq!(
+        r.message(),
+        "rpc error: code = InvalidArgument desc = config 'nginx.conf' is in use by the following services: web, web2"
+    );
+    // A reference to a config that does not exist is refused.
+    spec["Name"] = json!("web3");
+    spec["TaskTemplate"]["ContainerSpec"]["Configs"][0]["ConfigID"] = json!("nope");
+    let r = call(&app, "POST", "/services/create", Some(spec)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.message(),
+        "rpc error: code = InvalidArgument desc = config not found: nope"
+    );
+}
+
+#[tokio::test]
+async fn network_prune_removes_only_unused_networks() {
+    let (_b, app) = swarm().await;
+    for (name, labels) in [
+        ("keep", json!({"k": "1"})),
+        ("used", json!({})),
+        ("idle", json!({})),
+    ] {
+        let r = call(
+            &app,
+            "POST",
+            "/networks/create",
+            Some(json!({"Name": name, "Driver": "overlay", "Labels": labels})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let mut spec = service_spec("web", 1);
+    spec["TaskTemplate"]["Networks"] = json!([{"Target": "used"}]);
+    create(&app, spec).await;
+    let r = call(
+        &app,
+        "POST",
+        &format!(
+            "/networks/prune?filters={}",
+            filters(json!({"label!": {"k": true}}))
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.message());
+    assert_eq!(r.json(), json!({"NetworksDeleted": ["idle"]}));
+    let r = call(&app, "POST", "/networks/prune", None).await;
+    assert_eq!(r.json(), json!({"NetworksDeleted": ["keep"]}));
+    let names: Vec<String> = call(&app, "GET", "/networks", None)
+        .await
+        .json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["Name"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, vec!["ingress".to_string(), "used".to_string()]);
+}
+
+#[tokio::test]
+async fn networks_outside_a_swarm_are_an_empty_list_but_writes_need_a_manager() {
+    let b = Arc::new(MockBackend::new());
+    let app = router(b.clone());
+    let r = call(&app, "GET", "/networks", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), json!([]));
+    let r = call(
+        &app,
+        "POST",
+        "/networks/create",
+        Some(json!({"Name": "n", "Driver": "overlay"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.message(), MSG_NOT_IN_SWARM);
+    for path in ["/secrets", "/configs"] {
+        let r = call(&app, "GET", path, None).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    }
+}

@@ -39,6 +39,10 @@ pub enum ControlError {
     /// `FailedPrecondition`).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Not allowed: a pre-defined name or a reserved label (403, as swarmkit's
+    /// `PermissionDenied` and the daemon's `Forbidden`).
+    #[error("{0}")]
+    Forbidden(String),
     /// The change is not supported (501, as swarmkit's `Unimplemented`).
     #[error("{0}")]
     Unimplemented(String),
@@ -141,7 +145,9 @@ impl Control {
                     )));
                 }
                 check_port_conflicts(tx, &service.spec, None)?;
-                tx.create(Object::Service(service.clone()))?;
+                let mut service = service.clone();
+                crate::objects::resolve_service_refs(state, &mut service.spec)?;
+                tx.create(Object::Service(service))?;
                 Ok(())
             })
             .await?;
@@ -167,6 +173,8 @@ impl Control {
                 let Some(mut svc) = tx.get_service(&id) else {
                     return Err(ControlError::NotFound(format!("service {id} not found")));
                 };
+                let mut spec = spec.clone();
+                crate::objects::resolve_service_refs(tx.state(), &mut spec)?;
                 if spec.endpoint_spec.is_some() && spec.endpoint_spec != svc.spec.endpoint_spec {
                     check_port_conflicts(tx, &spec, Some(&id))?;
                 }
@@ -203,7 +211,7 @@ impl Control {
                     if tasks_change(&svc.spec, &spec) {
                         svc.spec_version += 1;
                     }
-                    let old = std::mem::replace(&mut svc.spec, Box::new(spec.clone()));
+                    let old = std::mem::replace(&mut svc.spec, Box::new(spec));
                     svc.previous_spec = Some(old);
                     svc.update_status = None;
                 }

@@ -2,7 +2,7 @@
 
 use crate::StoreError;
 use serde::{Deserialize, Serialize};
-use shoal_api::{Cluster, Node, Object, ObjectKind, Service, Task};
+use shoal_api::{Cluster, Config, Network, Node, Object, ObjectKind, Secret, Service, Task};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -60,6 +60,13 @@ pub struct StoreState {
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<String, Service>,
     pub tasks: BTreeMap<String, Task>,
+    /// Swarm-scoped networks (absent from snapshots written before networks existed).
+    #[serde(default)]
+    pub networks: BTreeMap<String, Network>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, Config>,
     /// Index of the last applied write.
     pub last_index: u64,
     #[serde(skip)]
@@ -81,6 +88,9 @@ impl StoreState {
             ObjectKind::Node => self.nodes.get(id).cloned().map(Object::Node),
             ObjectKind::Service => self.services.get(id).cloned().map(Object::Service),
             ObjectKind::Task => self.tasks.get(id).cloned().map(Object::Task),
+            ObjectKind::Network => self.networks.get(id).cloned().map(Object::Network),
+            ObjectKind::Secret => self.secrets.get(id).cloned().map(Object::Secret),
+            ObjectKind::Config => self.configs.get(id).cloned().map(Object::Config),
         }
     }
 
@@ -194,7 +204,8 @@ impl StoreState {
     }
 
     /// Checks that every action of the batch can apply to the current state: IDs, versions, and
-    /// the uniqueness rules of `rules` (service names, published ports). Deterministic: every
+    /// the uniqueness rules of `rules` (service, network, secret and config names, published
+    /// ports). Deterministic: every
     /// replica refuses the same batches.
     pub fn check(&self, batch: &Batch) -> Result<(), StoreError> {
         // Track IDs created/deleted earlier in the same batch.
@@ -251,7 +262,9 @@ impl StoreState {
                 }
             }
         }
-        crate::rules::check_services(self, batch)
+        crate::rules::check_services(self, batch)?;
+        crate::rules::check_names(self, batch)?;
+        crate::rules::check_network_allocations(self, batch)
     }
 
     /// Applies a batch at log `index`, atomically: on error nothing changes.
@@ -321,6 +334,9 @@ impl StoreState {
             ObjectKind::Node => self.nodes.get(id).map(|o| &o.meta),
             ObjectKind::Service => self.services.get(id).map(|o| &o.meta),
             ObjectKind::Task => self.tasks.get(id).map(|o| &o.meta),
+            ObjectKind::Network => self.networks.get(id).map(|o| &o.meta),
+            ObjectKind::Secret => self.secrets.get(id).map(|o| &o.meta),
+            ObjectKind::Config => self.configs.get(id).map(|o| &o.meta),
         }
     }
 
@@ -329,6 +345,9 @@ impl StoreState {
             Object::Cluster(c) => self.cluster.replace(c).map(Object::Cluster),
             Object::Node(n) => self.nodes.insert(n.id.clone(), n).map(Object::Node),
             Object::Service(s) => self.services.insert(s.id.clone(), s).map(Object::Service),
+            Object::Network(n) => self.networks.insert(n.id.clone(), n).map(Object::Network),
+            Object::Secret(s) => self.secrets.insert(s.id.clone(), s).map(Object::Secret),
+            Object::Config(c) => self.configs.insert(c.id.clone(), c).map(Object::Config),
             Object::Task(t) => {
                 let Some(slot) = self.tasks.get_mut(&t.id) else {
                     self.index_task(&t.id, &t.service_id, t.node_id.as_deref());
@@ -354,6 +373,9 @@ impl StoreState {
             ObjectKind::Cluster => self.cluster.take().map(Object::Cluster),
             ObjectKind::Node => self.nodes.remove(id).map(Object::Node),
             ObjectKind::Service => self.services.remove(id).map(Object::Service),
+            ObjectKind::Network => self.networks.remove(id).map(Object::Network),
+            ObjectKind::Secret => self.secrets.remove(id).map(Object::Secret),
+            ObjectKind::Config => self.configs.remove(id).map(Object::Config),
             ObjectKind::Task => {
                 let t = self.tasks.remove(id)?;
                 self.unindex_task(&t);

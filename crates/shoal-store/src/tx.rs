@@ -7,7 +7,7 @@
 use crate::state::{Action, Batch, StoreState};
 use crate::StoreError;
 use chrono::Utc;
-use shoal_api::{Cluster, Node, Object, ObjectKind, Service, Task};
+use shoal_api::{Cluster, Config, Network, Node, Object, ObjectKind, Secret, Service, Task};
 use std::collections::HashMap;
 
 /// A write transaction in progress.
@@ -100,6 +100,27 @@ impl<'a> Tx<'a> {
     pub fn get_task(&self, id: &str) -> Option<Task> {
         match self.get(ObjectKind::Task, id) {
             Some(Object::Task(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn get_network(&self, id: &str) -> Option<Network> {
+        match self.get(ObjectKind::Network, id) {
+            Some(Object::Network(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn get_secret(&self, id: &str) -> Option<Secret> {
+        match self.get(ObjectKind::Secret, id) {
+            Some(Object::Secret(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn get_config(&self, id: &str) -> Option<Config> {
+        match self.get(ObjectKind::Config, id) {
+            Some(Object::Config(c)) => Some(c),
             _ => None,
         }
     }

@@ -557,9 +557,14 @@ impl Daemon {
                 }),
                 addr_port: advertise.clone(),
             };
+            let ingress = shoal_manager::objects::ingress_network(
+                &cluster.default_addr_pool,
+                cluster.subnet_size,
+            );
             self.store
                 .update(|tx| {
                     tx.create(Object::Cluster(cluster))?;
+                    tx.create(Object::Network(ingress))?;
                     tx.create(Object::Node(node))
                 })
                 .await
@@ -1457,6 +1462,24 @@ fn recovered_state(state: shoal_store::StoreState, me: &Identity) -> shoal_store
             .into_values()
             .map(|t| Action::Create(Object::Task(t))),
     );
+    actions.extend(
+        state
+            .networks
+            .into_values()
+            .map(|n| Action::Create(Object::Network(n))),
+    );
+    actions.extend(
+        state
+            .secrets
+            .into_values()
+            .map(|n| Action::Create(Object::Secret(n))),
+    );
+    actions.extend(
+        state
+            .configs
+            .into_values()
+            .map(|n| Action::Create(Object::Config(n))),
+    );
     shoal_store::Batch { actions }
 }
 
@@ -1724,6 +1747,28 @@ mod tests {
             subnet_size: 24,
             data_path_port: 4789,
         });
+        let ingress = shoal_manager::objects::ingress_network(&[], 24);
+        state.networks.insert(ingress.id.clone(), ingress.clone());
+        let secret = shoal_api::Secret {
+            id: "s".into(),
+            meta: Meta::new_now(),
+            spec: engine::SecretSpec {
+                name: Some("db".into()),
+                data: Some("eA==".into()),
+                ..Default::default()
+            },
+        };
+        state.secrets.insert("s".into(), secret.clone());
+        let config = shoal_api::Config {
+            id: "cf".into(),
+            meta: Meta::new_now(),
+            spec: engine::ConfigSpec {
+                name: Some("app".into()),
+                data: Some("eA==".into()),
+                ..Default::default()
+            },
+        };
+        state.configs.insert("cf".into(), config);
         let me = Identity {
             node_id: "me".into(),
             cluster_id: "c".into(),
@@ -1755,5 +1800,9 @@ mod tests {
         );
         assert_eq!(old.desired_role(), NodeRole::Worker);
         assert_eq!(replay.nodes["worker"].status.state, NodeState::Ready);
+        // Networks, secrets and configs are kept.
+        assert_eq!(replay.networks[&ingress.id].name(), "ingress");
+        assert_eq!(replay.secrets["s"].spec.data, secret.spec.data);
+        assert_eq!(replay.configs["cf"].name(), "app");
     }
 }

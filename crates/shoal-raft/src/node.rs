@@ -170,6 +170,10 @@ pub(crate) struct NodeInner {
     target: Arc<dyn StateMachineTarget>,
     transport: Arc<dyn RaftTransport>,
     contacts: Contacts,
+    /// When [`RaftNode::quorum_contact`] first saw each voter: a voter just added (a promoted
+    /// manager) has not answered yet and is given the lease from then, as etcd counts a new
+    /// member recently active.
+    voters_seen: Mutex<std::collections::HashMap<u64, std::time::Instant>>,
     /// What the target has applied (shared with the running instance's state machine).
     progress: SharedProgress,
     /// The running openraft instance; replaced when its core stops by itself.
@@ -291,6 +295,7 @@ impl RaftNode {
             target,
             transport: network,
             contacts,
+            voters_seen: Mutex::new(std::collections::HashMap::new()),
             progress,
             current: Mutex::new(instance),
             metrics,
@@ -522,13 +527,18 @@ impl RaftNode {
             .contacts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let mut seen = self
+            .inner
+            .voters_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        seen.retain(|id, _| voters.contains(id));
         let heard = voters
             .iter()
             .filter(|v| {
-                **v == me
-                    || contacts
-                        .get(v)
-                        .is_some_and(|t| now.saturating_duration_since(*t) <= within)
+                let since = *seen.entry(**v).or_insert(now);
+                let last = contacts.get(v).map_or(since, |t| (*t).max(since));
+                **v == me || now.saturating_duration_since(last) <= within
             })
             .count();
         heard * 2 > voters.len()

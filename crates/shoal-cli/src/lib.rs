@@ -1,15 +1,21 @@
 //! Shoal's command line: the `shoal` verbs that talk to a daemon through the
-//! Docker Engine API (`swarm`, `node`, `service`, `info`, `version`) and print
+//! Docker Engine API (`swarm`, `node`, `service`, `network`, `secret`, `config`,
+//! `stack`, `info`, `version`) and print
 //! what the docker CLI v28 prints. `daemon` and `shim` are not run here: [`run`]
 //! hands their arguments back to the binary.
 
 pub mod client;
+pub mod config;
 pub mod format;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod opts;
 pub mod progress;
+pub mod secret;
 pub mod service;
+pub mod stack;
+pub mod stack_plan;
 pub mod swarm;
 pub mod system;
 pub mod template;
@@ -119,6 +125,30 @@ pub enum Command {
     Service {
         #[command(subcommand)]
         cmd: service::ServiceCommand,
+    },
+    /// Manage networks
+    #[command(subcommand_required = true, arg_required_else_help = true)]
+    Network {
+        #[command(subcommand)]
+        cmd: network::NetworkCommand,
+    },
+    /// Manage Swarm secrets
+    #[command(subcommand_required = true, arg_required_else_help = true)]
+    Secret {
+        #[command(subcommand)]
+        cmd: secret::SecretCommand,
+    },
+    /// Manage Swarm configs
+    #[command(subcommand_required = true, arg_required_else_help = true)]
+    Config {
+        #[command(subcommand)]
+        cmd: config::ConfigCommand,
+    },
+    /// Manage Swarm stacks
+    #[command(subcommand_required = true, arg_required_else_help = true)]
+    Stack {
+        #[command(subcommand)]
+        cmd: stack::StackCommand,
     },
     /// Display system-wide information
     Info(system::InfoArgs),
@@ -263,6 +293,10 @@ async fn execute(cli: Cli, changed: Vec<String>) -> Result<(), CliError> {
         Command::Swarm { cmd } => swarm::run(&host, cmd).await,
         Command::Node { cmd } => node::run(&host, cmd).await,
         Command::Service { cmd } => service::run(&host, cmd, &changed).await,
+        Command::Network { cmd } => network::run(&host, cmd).await,
+        Command::Secret { cmd } => secret::run(&host, cmd).await,
+        Command::Config { cmd } => config::run(&host, cmd).await,
+        Command::Stack { cmd } => stack::run(&host, cmd).await,
         Command::Info(args) => system::info(&host, args).await,
         Command::Version(args) => system::version(&host, args).await,
         Command::Daemon { .. } | Command::Shim { .. } | Command::Machine { .. } => Ok(()),

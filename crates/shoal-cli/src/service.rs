@@ -1471,7 +1471,10 @@ pub async fn active_nodes(client: &Client) -> Result<HashSet<String>, CliError> 
 }
 
 /// Fills `ServiceStatus` from tasks for daemons that do not (docker's `AppendServiceStatus`).
-async fn append_service_status(client: &Client, services: &mut [Service]) -> Result<(), CliError> {
+pub async fn append_service_status(
+    client: &Client,
+    services: &mut [Service],
+) -> Result<(), CliError> {
     let mut wanted: Vec<String> = Vec::new();
     for s in services.iter_mut() {
         if s.service_status.is_some() {

@@ -252,9 +252,20 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 /// `$SHOAL_MACHINE_STORAGE_PATH`, else `/var/lib/shoal/machines`.
 pub fn storage_root() -> PathBuf {
-    std::env::var_os("SHOAL_MACHINE_STORAGE_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/shoal/machines"))
+    storage_root_from(
+        std::env::var_os("SHOAL_MACHINE_STORAGE_PATH"),
+        std::env::current_dir().ok(),
+    )
+}
+
+/// The storage root for a value of `SHOAL_MACHINE_STORAGE_PATH`: unset or empty means the
+/// default; a relative path is taken from `cwd` (the daemon and `ssh` run elsewhere).
+pub fn storage_root_from(var: Option<OsString>, cwd: Option<PathBuf>) -> PathBuf {
+    match var.filter(|v| !v.is_empty()).map(PathBuf::from) {
+        None => PathBuf::from("/var/lib/shoal/machines"),
+        Some(p) if p.is_relative() => cwd.map_or(p.clone(), |c| c.join(&p)),
+        Some(p) => p,
+    }
 }
 
 /// Where one machine's files live.

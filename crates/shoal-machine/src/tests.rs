@@ -1074,3 +1074,19 @@ fn scp_copies_between_host_and_machines_homes() {
     assert!(e.to_string().contains("is not running"), "{e}");
     assert!(!home2.join("b.txt").exists());
 }
+
+#[test]
+fn storage_root_defaults_when_unset_or_empty_and_anchors_relative_paths() {
+    let cwd = Some(PathBuf::from("/home/u"));
+    let default = PathBuf::from("/var/lib/shoal/machines");
+    assert_eq!(storage_root_from(None, cwd.clone()), default);
+    assert_eq!(storage_root_from(Some("".into()), cwd.clone()), default);
+    assert_eq!(
+        storage_root_from(Some("m".into()), cwd.clone()),
+        PathBuf::from("/home/u/m")
+    );
+    assert_eq!(
+        storage_root_from(Some("/srv/m".into()), cwd),
+        PathBuf::from("/srv/m")
+    );
+}

@@ -1,11 +1,14 @@
 //! End to end, as root: `examples/getstarted/getstarted.sh` (Docker's get-started part 4 with
-//! Shoal machines) runs on an isolated storage path, bridge and subnet, and what each step
+//! Shoal machines: the guide's `docker-compose.yml` deployed as the stack `getstartedlab`,
+//! scaled from 5 to 7 replicas by deploying the edited file again, a drained node, a stopped
+//! machine, `stack rm`) runs on an isolated storage path, bridge and subnet, and what each step
 //! printed is checked against what Docker prints at that point of the guide. Afterwards nothing
 //! of the run may be left on the host: no namespace, no link, no process, no file. A guard
 //! removes whatever is left, also when the test fails.
 //!
 //! ```text
-//!  test ── timeout ── bash getstarted.sh ── shoal machine create/ssh/stop/start/rm, shoal ..., docker ...
+//!  test ── timeout ── bash getstarted.sh ── shoal machine create/ssh/scp/stop/start/rm,
+//!                                            shoal stack/node/service ..., docker node/stack ...
 //!    └─ watcher thread (while the script runs): namespaces and bridge ports of the run, their
 //!       namespace inodes, machine daemon pids  ──> leftovers check and Drop cleanup
 //! ```
@@ -26,6 +29,12 @@ const BRIDGE: &str = "shoal-e2e-br10";
 const SUBNET: &str = "10.98.10.0/24";
 const VM1: &str = "e2e10-myvm1";
 const VM2: &str = "e2e10-myvm2";
+const STACK: &str = "getstartedlab";
+/// What `docker stack deploy` prints first when `--detach` is not given.
+const DETACH_NOTICE: [&str; 2] = [
+    "Since --detach=false was not specified, tasks will be created in the background.",
+    "In a future release, --detach=false will become the default.",
+];
 /// Bound of the whole script (it takes well under a minute when all goes well); `timeout`
 /// sends SIGTERM to the script's process group so its EXIT trap removes the machines.
 const SCRIPT_TIMEOUT_SECS: u64 = 240;
@@ -293,6 +302,15 @@ impl Step {
         self.lines.join("\n")
     }
 
+    /// What the command printed: its non-empty lines, without the script's `# ` notes.
+    fn said(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !l.is_empty() && !l.starts_with("# "))
+            .collect()
+    }
+
     /// The first table in the output (the block of lines starting with a line that starts
     /// with `first_title`), as rows of cells cut at the header's column starts.
     fn table(&self, first_title: &str) -> Vec<Vec<String>> {
@@ -406,6 +424,56 @@ fn running_nodes(step: &Step) -> Vec<String> {
         );
     }
     running.iter().map(|r| r["NODE"].clone()).collect()
+}
+
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Checks the one row of `stack services` (the compose file's `web` service with `replicas`
+/// running) and returns its (truncated) ID.
+#[track_caller]
+fn assert_web_service(step: &Step, replicas: &str) -> String {
+    let rows = step.rows("ID");
+    assert_eq!(rows.len(), 1, "{}", step.text());
+    let r = &rows[0];
+    assert_eq!(
+        (
+            r["NAME"].as_str(),
+            r["MODE"].as_str(),
+            r["REPLICAS"].as_str(),
+            r["IMAGE"].as_str(),
+            r["PORTS"].as_str()
+        ),
+        (
+            "getstartedlab_web",
+            "replicated",
+            replicas,
+            "busybox:latest",
+            "*:4000->80/tcp"
+        ),
+        "`{}`:\n{}",
+        step.cmd,
+        step.text()
+    );
+    assert_eq!(r["ID"].len(), 12, "{}", step.text());
+    r["ID"].clone()
+}
+
+/// Checks that the running tasks of a `stack ps` table are the slots 1..=n of the stack's
+/// `web` service, one task each.
+#[track_caller]
+fn assert_slots(step: &Step, n: usize) {
+    let mut names: Vec<String> = step
+        .rows("ID")
+        .into_iter()
+        .filter(|r| r["DESIRED STATE"] == "Running")
+        .map(|r| r["NAME"].clone())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = (1..=n).map(|i| format!("getstartedlab_web.{i}")).collect();
+    want.sort();
+    assert_eq!(names, want, "`{}`:\n{}", step.cmd, step.text());
 }
 
 #[track_caller]
@@ -550,59 +618,99 @@ fn e2e_getstarted_guide_scenario() {
     assert_eq!(row_of(&rows, "NAME", VM1)["ACTIVE"], "*");
     assert_eq!(row_of(&rows, "NAME", VM2)["ACTIVE"], "-");
 
-    // A service of 5 replicas over both machines.
-    let create = s.expect(
-        "shoal service create --name web --replicas 5 busybox sh -c 'while true; do sleep 3600; done'",
+    // The guide's compose file, copied to myvm1 and deployed there as a stack: docker's lines.
+    let scp = s.expect(&format!("shoal machine scp docker-compose.yml {VM1}:~"));
+    assert!(scp.text().trim().is_empty(), "{}", scp.text());
+    let deploy = s.expect(&format!(
+        "shoal machine ssh {VM1} \"shoal stack deploy -c docker-compose.yml {STACK}\""
+    ));
+    assert_eq!(
+        deploy.said(),
+        [
+            DETACH_NOTICE[0],
+            DETACH_NOTICE[1],
+            "Creating network getstartedlab_webnet",
+            "Creating service getstartedlab_web",
+        ],
+        "{}",
+        deploy.text()
     );
-    assert_eq!(create.lines[0].len(), 25, "{}", create.text());
-    assert_says(create, "overall progress: 5 out of 5 tasks");
-    assert_says(
-        create,
-        &format!("verify: Service {} converged", create.lines[0]),
-    );
-    let ls = s.expect("shoal service ls");
-    let rows = ls.rows("ID");
-    assert_eq!(row_of(&rows, "NAME", "web")["REPLICAS"], "5/5");
-    let ps = s.expect("shoal service ps web");
+    let ls = s.expect("shoal stack ls");
+    assert_eq!(ls.said().len(), 2, "{}", ls.text());
+    assert_eq!(words(ls.said()[0]), ["NAME", "SERVICES"], "{}", ls.text());
+    assert_eq!(words(ls.said()[1]), [STACK, "1"], "{}", ls.text());
+    let services = s.expect(&format!("shoal stack services {STACK}"));
+    let web_id = assert_web_service(services, "5/5");
+    let ps = s.expect(&format!("shoal stack ps {STACK}"));
     let on = running_nodes(ps);
     assert_eq!(on.len(), 5, "{}", ps.text());
     assert!(
         on.iter().any(|n| n == VM1) && on.iter().any(|n| n == VM2),
         "{on:?}"
     );
+    assert_slots(ps, 5);
+
+    // Replicas edited to 7 in the file, deployed again from the host: the service is updated
+    // in place (same id, the network is not created again) and runs 7 tasks.
+    s.expect("sed -i 's/replicas: 5/replicas: 7/' docker-compose.yml");
+    let deploy = s.expect(&format!("shoal stack deploy -c docker-compose.yml {STACK}"));
+    let said = deploy.said();
+    assert_eq!(said.len(), 3, "{}", deploy.text());
+    assert_eq!(said[..2], DETACH_NOTICE, "{}", deploy.text());
+    let id = said[2]
+        .strip_prefix("Updating service getstartedlab_web (id: ")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{}", deploy.text()));
+    assert_eq!(id.len(), 25, "{}", deploy.text());
+    assert!(id.starts_with(&web_id), "{id} is not {web_id}");
+    assert_eq!(
+        assert_web_service(s.expect(&format!("shoal stack services {STACK}")), "7/7"),
+        web_id
+    );
     if common::docker_cli().is_some() {
         let docker = s.expect("docker node ls");
         assert_node(docker, VM1, "Ready", "Active", "Leader");
         assert_node(docker, VM2, "Ready", "Active", "");
+        let ps = s.expect(&format!("docker stack ps {STACK}"));
+        let on = running_nodes(ps);
+        assert_eq!(on.len(), 7, "{}", ps.text());
+        assert!(
+            on.iter().any(|n| n == VM1) && on.iter().any(|n| n == VM2),
+            "{}",
+            ps.text()
+        );
+        assert_slots(ps, 7);
     }
 
     // Drain myvm2: every task runs on myvm1, the old ones on myvm2 are shut down.
     let drain = s.expect(&format!("shoal node update --availability drain {VM2}"));
     assert_eq!(drain.lines[0], VM2);
     assert_node(s.expect("shoal node ls"), VM2, "Ready", "Drain", "");
-    let ps = s.expect("shoal service ps web");
-    assert_eq!(running_nodes(ps), vec![VM1; 5], "{}", ps.text());
+    let ps = s.expect(&format!("shoal stack ps {STACK}"));
+    assert_eq!(running_nodes(ps), vec![VM1; 7], "{}", ps.text());
+    assert_slots(ps, 7);
     let rows = ps.rows("ID");
     let shut: Vec<_> = rows.iter().filter(|r| r["NODE"] == VM2).collect();
     assert!(!shut.is_empty(), "{}", ps.text());
     assert!(
         shut.iter()
-            .all(|r| r["DESIRED STATE"] == "Shutdown" && r["NAME"].starts_with("\\_ web.")),
+            .all(|r| r["DESIRED STATE"] == "Shutdown"
+                && r["NAME"].starts_with("\\_ getstartedlab_web.")),
         "{}",
         ps.text()
     );
 
-    // Active again.
+    // Active again, tasks spread again by a forced update of the stack's service.
     s.expect(&format!("shoal node update --availability active {VM2}"));
     assert_node(s.expect("shoal node ls"), VM2, "Ready", "Active", "");
-    let update = s.expect("shoal service update --force web");
-    assert_says(update, "verify: Service web converged");
-    let ps = s.expect("shoal service ps -f desired-state=running web");
+    let update = s.expect("shoal service update --force getstartedlab_web");
+    assert_says(update, "verify: Service getstartedlab_web converged");
+    let ps = s.expect(&format!("shoal stack ps -f desired-state=running {STACK}"));
     let on = running_nodes(ps);
-    assert_eq!(on.len(), 5, "{}", ps.text());
+    assert_eq!(on.len(), 7, "{}", ps.text());
     assert!(on.iter().any(|n| n == VM2), "{}", ps.text());
 
-    // Stop myvm2: Stopped, Down, all 5 replicas on myvm1.
+    // Stop myvm2: Stopped, Down, all 7 replicas on myvm1.
     assert_says(
         s.expect(&format!("shoal machine stop {VM2}")),
         &format!("Machine \"{VM2}\" was stopped."),
@@ -614,8 +722,9 @@ fn e2e_getstarted_guide_scenario() {
     let nodes = s.expect("shoal node ls");
     assert_node(nodes, VM2, "Down", "Active", "");
     assert_node(nodes, VM1, "Ready", "Active", "Leader");
-    let ps = s.expect("shoal service ps -f desired-state=running web");
-    assert_eq!(running_nodes(ps), vec![VM1; 5], "{}", ps.text());
+    let ps = s.expect(&format!("shoal stack ps -f desired-state=running {STACK}"));
+    assert_eq!(running_nodes(ps), vec![VM1; 7], "{}", ps.text());
+    assert_slots(ps, 7);
 
     // Start it: Ready again.
     assert_says(
@@ -624,8 +733,27 @@ fn e2e_getstarted_guide_scenario() {
     );
     assert_node(s.expect("shoal node ls"), VM2, "Ready", "Active", "");
 
-    // Clean up.
-    assert_says(s.expect("shoal service rm web"), "web");
+    // Clean up: stack rm prints docker's lines and leaves no stack and no stack network.
+    let rm = s.expect(&format!("shoal stack rm {STACK}"));
+    assert_eq!(
+        rm.said(),
+        [
+            "Removing service getstartedlab_web",
+            "Removing network getstartedlab_webnet"
+        ],
+        "{}",
+        rm.text()
+    );
+    let ls = s.expect("shoal stack ls");
+    assert_eq!(ls.said().len(), 1, "{}", ls.text());
+    assert_eq!(words(ls.said()[0]), ["NAME", "SERVICES"], "{}", ls.text());
+    let networks = s.expect("shoal network ls");
+    let rows = networks.rows("NETWORK ID");
+    assert!(
+        rows.iter().all(|r| !r["NAME"].contains(STACK)),
+        "{}",
+        networks.text()
+    );
     s.expect("eval $(shoal machine env -u)");
     assert_says(
         s.expect(&format!("shoal machine ssh {VM2} \"shoal swarm leave\"")),

@@ -284,6 +284,14 @@ impl Worker {
                     continue;
                 }
             };
+            if a.registry_auth.is_some() {
+                // The process runtime pulls nothing: the credentials are only acknowledged.
+                tracing::debug!(
+                    task = %t.id,
+                    service = %t.service_id,
+                    "registry credentials received with the task (unused by this runtime)"
+                );
+            }
             let (dtx, drx) = watch::channel(t.desired_state);
             let handle = tokio::spawn(run_controller(
                 a.task.clone(),
@@ -495,6 +503,7 @@ mod tests {
             status: TaskStatus::new(TaskState::Assigned, "assigned"),
             labels: HashMap::new(),
             job_iteration: None,
+            service_labels: None,
         }
     }
 

@@ -296,6 +296,12 @@ pub struct Task {
     pub labels: HashMap<String, String>,
     #[serde(default)]
     pub job_iteration: Option<u64>,
+    /// Copy of the service's labels when the task was created (swarmkit's
+    /// `ServiceAnnotations`; the name is [`Task::service_name`]): the task list's `label`
+    /// filter matches on it, so tasks still match after their service is gone. `None` on
+    /// tasks stored before the copy existed (the filter then reads the live service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_labels: Option<HashMap<String, String>>,
 }
 
 impl Task {
@@ -499,6 +505,27 @@ mod tests {
         ] {
             assert!(size <= task, "{what}: {size} bytes > task {task} bytes");
         }
+    }
+
+    #[test]
+    fn tasks_stored_before_the_service_labels_copy_still_load() {
+        let old = serde_json::json!({
+            "id": "t", "meta": Meta::new_now(), "service_id": "s", "service_name": "web",
+            "slot": 1, "node_id": null, "spec": {}, "spec_version": 1,
+            "desired_state": "running",
+            "status": {"timestamp": Utc::now(), "state": "running"},
+            "labels": {}
+        });
+        let mut t: Task = serde_json::from_value(old).unwrap();
+        assert_eq!(t.service_labels, None);
+        // Without a copy nothing new is written; with one it round-trips.
+        assert!(serde_json::to_value(&t)
+            .unwrap()
+            .get("service_labels")
+            .is_none());
+        t.service_labels = Some([("a".to_string(), "b".to_string())].into_iter().collect());
+        let back: Task = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Shoal's command line: the `shoal` verbs that talk to a daemon through the
 //! Docker Engine API (`swarm`, `node`, `service`, `network`, `secret`, `config`,
-//! `stack`, `info`, `version`) and print
+//! `stack`, `login`, `logout`, `info`, `version`) and print
 //! what the docker CLI v28 prints. `daemon` and `shim` are not run here: [`run`]
 //! hands their arguments back to the binary.
 
 pub mod client;
 pub mod config;
 pub mod format;
+pub mod login;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -14,6 +15,7 @@ pub mod opts;
 pub mod progress;
 pub mod secret;
 pub mod service;
+pub mod service_refs;
 pub mod stack;
 pub mod stack_plan;
 pub mod swarm;
@@ -150,6 +152,10 @@ pub enum Command {
         #[command(subcommand)]
         cmd: stack::StackCommand,
     },
+    /// Log in to a registry
+    Login(login::LoginArgs),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
     /// Show the Shoal version information
@@ -297,6 +303,8 @@ async fn execute(cli: Cli, changed: Vec<String>) -> Result<(), CliError> {
         Command::Secret { cmd } => secret::run(&host, cmd).await,
         Command::Config { cmd } => config::run(&host, cmd).await,
         Command::Stack { cmd } => stack::run(&host, cmd).await,
+        Command::Login(args) => login::login(&args),
+        Command::Logout(args) => login::logout(&args),
         Command::Info(args) => system::info(&host, args).await,
         Command::Version(args) => system::version(&host, args).await,
         Command::Daemon { .. } | Command::Shim { .. } | Command::Machine { .. } => Ok(()),

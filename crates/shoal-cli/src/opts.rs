@@ -628,10 +628,15 @@ pub fn credentials_from_config(
 }
 
 /// Credentials for `image` from `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+/// A credential helper (`credsStore` / `credHelpers`) is asked when the config names one.
 pub fn registry_credentials(image: &str) -> Option<DockerCredentials> {
     let path = docker_config_path()?;
     let content = std::fs::read_to_string(path).ok()?;
     let config: serde_json::Value = serde_json::from_str(&content).ok()?;
+    let uses_helper = config.get("credsStore").is_some() || config.get("credHelpers").is_some();
+    if uses_helper {
+        return crate::login::credentials_for_image(image);
+    }
     credentials_from_config(&config, image)
 }
 

@@ -223,6 +223,9 @@ pub struct CreateArgs {
     /// Placement constraints
     #[arg(long, value_name = "list")]
     pub constraint: Vec<String>,
+    /// Specify configurations to expose to the service
+    #[arg(long = "config", value_name = "config", value_parser = crate::service_refs::file_ref)]
+    pub config: Vec<crate::service_refs::FileRef>,
     /// Container labels
     #[arg(long = "container-label", value_name = "list", value_parser = opts::validate_label)]
     pub container_label: Vec<String>,
@@ -265,6 +268,9 @@ pub struct CreateArgs {
     /// Publish a port as a node port
     #[arg(short = 'p', long, value_name = "port", value_parser = opts::ports)]
     pub publish: Vec<opts::Ports>,
+    /// Specify secrets to expose to the service
+    #[arg(long = "secret", value_name = "secret", value_parser = crate::service_refs::file_ref)]
+    pub secret: Vec<crate::service_refs::FileRef>,
     /// IMAGE [COMMAND] [ARG...]
     #[arg(
         value_name = "IMAGE",
@@ -284,9 +290,21 @@ pub struct UpdateArgs {
     /// Service command args
     #[arg(long, value_name = "command", value_parser = opts::words)]
     pub args: Option<opts::Words>,
+    /// Add or update a config file on a service
+    #[arg(long = "config-add", value_name = "config", value_parser = crate::service_refs::file_ref)]
+    pub config_add: Vec<crate::service_refs::FileRef>,
+    /// Remove a configuration file
+    #[arg(long = "config-rm", value_name = "list")]
+    pub config_rm: Vec<String>,
     /// Add or update a placement constraint
     #[arg(long = "constraint-add", value_name = "list")]
     pub constraint_add: Vec<String>,
+    /// Add or update a secret on a service
+    #[arg(long = "secret-add", value_name = "secret", value_parser = crate::service_refs::file_ref)]
+    pub secret_add: Vec<crate::service_refs::FileRef>,
+    /// Remove a secret
+    #[arg(long = "secret-rm", value_name = "list")]
+    pub secret_rm: Vec<String>,
     /// Remove a constraint
     #[arg(long = "constraint-rm", value_name = "list")]
     pub constraint_rm: Vec<String>,
@@ -1178,8 +1196,23 @@ fn with_registry_auth(docker: &Docker, image: &str) -> Docker {
     })
 }
 
-async fn create(client: &Client, a: &CreateArgs, spec: ServiceSpec) -> Result<(), CliError> {
+async fn create(client: &Client, a: &CreateArgs, mut spec: ServiceSpec) -> Result<(), CliError> {
     let image = a.image_and_args.first().cloned().unwrap_or_default();
+    if !a.secret.is_empty() || !a.config.is_empty() {
+        let secrets = crate::service_refs::secrets(client, &a.secret).await?;
+        let configs = crate::service_refs::configs(client, &a.config).await?;
+        let cs = spec
+            .task_template
+            .get_or_insert_with(Default::default)
+            .container_spec
+            .get_or_insert_with(Default::default);
+        if !secrets.is_empty() {
+            cs.secrets = Some(secrets);
+        }
+        if !configs.is_empty() {
+            cs.configs = Some(configs);
+        }
+    }
     let docker = if a.common.with_registry_auth {
         with_registry_auth(&client.docker, &image)
     } else {
@@ -1203,6 +1236,31 @@ async fn update(client: &Client, a: &UpdateArgs) -> Result<(), CliError> {
     let version = service.version.as_ref().and_then(|v| v.index).unwrap_or(0);
     let mut spec = service.spec.clone().unwrap_or_default();
     apply_update(&mut spec, a)?;
+    if !(a.secret_add.is_empty()
+        && a.secret_rm.is_empty()
+        && a.config_add.is_empty()
+        && a.config_rm.is_empty())
+    {
+        let cs = spec
+            .task_template
+            .get_or_insert_with(Default::default)
+            .container_spec
+            .get_or_insert_with(Default::default);
+        cs.secrets = crate::service_refs::update_secrets(
+            client,
+            cs.secrets.take(),
+            &a.secret_rm,
+            &a.secret_add,
+        )
+        .await?;
+        cs.configs = crate::service_refs::update_configs(
+            client,
+            cs.configs.take(),
+            &a.config_rm,
+            &a.config_add,
+        )
+        .await?;
+    }
     let mut options = UpdateServiceOptions {
         version: i32::try_from(version)
             .map_err(|_| CliError::msg(format!("service version {version} out of range")))?,
@@ -2286,6 +2344,47 @@ mod tests {
             ServiceCommand::Update(a) => *a,
             _ => panic!("not update"),
         }
+    }
+
+    #[test]
+    fn secret_and_config_flags_parse() {
+        let a = create_args(&[
+            "--secret",
+            "db_pw",
+            "--secret",
+            "source=api_key,target=key,uid=10,gid=20,mode=0400",
+            "--config",
+            "src=site,target=/etc/site.conf",
+            "nginx",
+        ]);
+        assert_eq!(a.secret.len(), 2);
+        assert_eq!(a.secret[0].target, "db_pw");
+        assert_eq!(
+            (
+                a.secret[1].target.as_str(),
+                a.secret[1].uid.as_str(),
+                a.secret[1].mode
+            ),
+            ("key", "10", 0o400)
+        );
+        assert_eq!(a.config[0].target, "/etc/site.conf");
+        let u = update_args(&[
+            "--secret-add",
+            "new",
+            "--secret-rm",
+            "old",
+            "--config-add",
+            "c",
+            "--config-rm",
+            "d",
+            "web",
+        ]);
+        assert_eq!(u.secret_add[0].source, "new");
+        assert_eq!(
+            (u.secret_rm.as_slice(), u.config_rm.as_slice()),
+            (&["old".to_string()][..], &["d".to_string()][..])
+        );
+        assert_eq!(u.config_add[0].source, "c");
     }
 
     #[test]

@@ -76,6 +76,7 @@ async fn reconcile(b: &MockBackend) {
                     status: TaskStatus::new(TaskState::Running, "started"),
                     labels: Default::default(),
                     job_iteration: None,
+                    service_labels: None,
                 });
             }
         }

@@ -427,6 +427,7 @@ mod tests {
             status: TaskStatus::new(TaskState::Pending, "pending"),
             labels: Default::default(),
             job_iteration: None,
+            service_labels: None,
         };
         let v = serde_json::to_value(task(&t)).unwrap_or_default();
         assert_eq!(v["Spec"]["ContainerSpec"]["Image"], "");
@@ -434,6 +435,51 @@ mod tests {
         assert_eq!(v["Status"]["State"], "pending");
         assert_eq!(v["DesiredState"], "running");
         assert_eq!(v["NodeID"], "n1");
+    }
+
+    #[test]
+    fn service_endpoint_shows_allocated_ports_and_the_spec() {
+        let ep = engine::EndpointSpec {
+            mode: Some(engine::EndpointSpecModeEnum::VIP),
+            ports: Some(vec![engine::EndpointPortConfig {
+                target_port: Some(80),
+                ..Default::default()
+            }]),
+        };
+        let mut s: Service = serde_json::from_value(serde_json::json!({
+            "id": "s1",
+            "meta": Meta::new_now(),
+            "spec": {"Name": "web", "EndpointSpec": ep},
+            "spec_version": 1,
+        }))
+        .unwrap();
+        // Not allocated yet: the spec only.
+        let v = serde_json::to_value(service(&s, false).service).unwrap_or_default();
+        assert_eq!(
+            v["Endpoint"],
+            serde_json::json!({"Spec": {"Mode": "vip", "Ports": [{"TargetPort": 80}]}})
+        );
+        s.endpoint = Some(engine::ServiceEndpoint {
+            spec: Some(ep),
+            ports: Some(vec![engine::EndpointPortConfig {
+                protocol: Some(engine::EndpointPortConfigProtocolEnum::TCP),
+                target_port: Some(80),
+                published_port: Some(30000),
+                publish_mode: Some(engine::EndpointPortConfigPublishModeEnum::INGRESS),
+                name: None,
+            }]),
+            virtual_ips: None,
+        });
+        let v = serde_json::to_value(service(&s, false).service).unwrap_or_default();
+        assert_eq!(
+            v["Endpoint"]["Ports"],
+            serde_json::json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 30000, "PublishMode": "ingress"}])
+        );
+        assert_eq!(
+            v["Endpoint"]["Spec"]["Ports"][0],
+            serde_json::json!({"TargetPort": 80})
+        );
+        assert!(v["Endpoint"].get("VirtualIPs").is_none());
     }
 
     #[test]

@@ -734,14 +734,21 @@ async fn service_update(
 
 // ------------------------------------------------------------------------------------- tasks
 
+/// The labels the task list's `label` filter matches: the copy of the service's labels the
+/// task got when it was created (swarmkit's `ServiceAnnotations`, so a task still matches once
+/// its service is removed: `stack rm` waits on them), else (a task stored before the copy
+/// existed) the live service's; then the task's own.
 fn task_labels(
     t: &Task,
     services: &std::collections::BTreeMap<String, Service>,
 ) -> HashMap<String, String> {
-    let mut labels = services
-        .get(&t.service_id)
-        .and_then(|s| s.spec.labels.clone())
-        .unwrap_or_default();
+    let mut labels = match &t.service_labels {
+        Some(copy) => copy.clone(),
+        None => services
+            .get(&t.service_id)
+            .and_then(|s| s.spec.labels.clone())
+            .unwrap_or_default(),
+    };
     labels.extend(t.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     labels
 }

@@ -129,6 +129,7 @@ fn task(
         status: TaskStatus::new(state, state.as_str()),
         labels: Default::default(),
         job_iteration: None,
+        service_labels: None,
     }
 }
 
@@ -813,6 +814,56 @@ async fn task_filters_and_shape() {
     assert_eq!(t["DesiredState"], "running");
     assert_eq!(t["Status"]["State"], "running");
     assert_eq!(t["Spec"]["ContainerSpec"]["Image"], "");
+    assert_eq!(t["Labels"], json!({}));
+}
+
+#[tokio::test]
+async fn task_label_filter_matches_the_copy_after_the_service_is_gone() {
+    let (b, app) = swarm().await;
+    let web = create(&app, service_spec("web", 1)).await;
+    let n = b.node_id();
+    // t1 was created with a copy of the service's labels (as the orchestrators do); t2 is
+    // an older task without one, matched through the live service while it exists.
+    let mut copied = task("t1", &web, 1, &n, TaskState::Running, 1);
+    copied.service_labels = Some(
+        [("com.docker.stack.namespace".to_string(), "demo".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let legacy = task("t2", &web, 2, &n, TaskState::Running, 1);
+    b.store()
+        .update(|tx| {
+            tx.create(Object::Task(copied))?;
+            tx.create(Object::Task(legacy))
+        })
+        .await
+        .unwrap();
+    let q = format!(
+        "/tasks?filters={}",
+        urlencoding::encode(r#"{"label":["com.docker.stack.namespace=demo"]}"#)
+    );
+    let ids = |v: Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t["ID"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(call(&app, "GET", &q, None).await.json()),
+        vec!["t1", "t2"]
+    );
+    let r = call(&app, "DELETE", &format!("/services/{web}"), None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The service is gone, its running task still carries the stack's label (`stack rm
+    // --detach=false` waits on it); the copy is not shown as the task's own labels.
+    assert_eq!(ids(call(&app, "GET", &q, None).await.json()), vec!["t1"]);
+    let t = call(&app, "GET", "/tasks/t1", None).await.json();
     assert_eq!(t["Labels"], json!({}));
 }
 
@@ -1657,4 +1708,58 @@ async fn networks_outside_a_swarm_are_an_empty_list_but_writes_need_a_manager() 
         let r = call(&app, "GET", path, None).await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
     }
+}
+
+#[tokio::test]
+async fn registry_auth_is_stored_with_the_service_and_never_returned() {
+    let (b, app) = swarm().await;
+    let auth = "eyJ1c2VybmFtZSI6InUiLCJwYXNzd29yZCI6InNlY3JldC1wdyJ9";
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1.51/services/create")
+        .header("Content-Type", "application/json")
+        .header("X-Registry-Auth", auth)
+        .body(Body::from(service_spec("web", 1).to_string()))
+        .expect("request");
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.json()["ID"].as_str().unwrap_or_default().to_string();
+    let stored = b.store().view(|s| s.services[&id].registry_auth.clone());
+    assert_eq!(stored.as_deref(), Some(auth));
+    for uri in [
+        format!("/v1.51/services/{id}"),
+        "/v1.51/services".to_string(),
+        "/v1.51/services?status=true".to_string(),
+    ] {
+        let r = call(&app, "GET", &uri, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        assert!(!text.contains(auth), "{uri} leaks the credentials: {text}");
+        assert!(!text.to_lowercase().contains("registryauth"), "{text}");
+    }
+    // An update without the header keeps the credentials; one with it replaces them.
+    let version = |b: &MockBackend| b.store().view(|s| s.services[&id].meta.version);
+    let v = version(&b);
+    let r = call(
+        &app,
+        "POST",
+        &format!("/v1.51/services/{id}/update?version={v}"),
+        Some(service_spec("web", 2)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.message());
+    let stored = b.store().view(|s| s.services[&id].registry_auth.clone());
+    assert_eq!(stored.as_deref(), Some(auth));
+    let v = version(&b);
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("/v1.51/services/{id}/update?version={v}"))
+        .header("Content-Type", "application/json")
+        .header("X-Registry-Auth", "bmV3")
+        .body(Body::from(service_spec("web", 3).to_string()))
+        .expect("request");
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.message());
+    let stored = b.store().view(|s| s.services[&id].registry_auth.clone());
+    assert_eq!(stored.as_deref(), Some("bmV3"));
 }

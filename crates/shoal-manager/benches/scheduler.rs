@@ -69,6 +69,7 @@ fn task(i: usize, service: &str, spec: &engine::TaskSpec) -> Task {
         status: TaskStatus::new(TaskState::Pending, "pending task scheduling"),
         labels: HashMap::new(),
         job_iteration: None,
+        service_labels: None,
     }
 }
 

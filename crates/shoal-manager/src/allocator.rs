@@ -7,9 +7,13 @@
 //!   └─ desired shutdown/remove before it was ever pending ──► shutdown
 //! ```
 //!
-//! Network and port allocation come later: [`allocate`] is the hook where a task's network
-//! attachments and published host ports will be reserved before it turns pending. Today it
-//! accepts every task.
+//! Services' published ports are allocated here too ([`endpoint`]): each pass gives every
+//! service whose `Endpoint` does not match its spec one (`SetEndpoint`), ingress ports the spec
+//! leaves 0 taken from 30000-32767. Tasks do not wait for it (nothing routes to the published
+//! ports yet). Network attachments and task addresses come later: [`allocate`] is the hook
+//! where they will be reserved before a task turns pending. Today it accepts every task.
+
+pub mod endpoint;
 
 use crate::orchestrator::{wants_to_run, Intent, Plan};
 use chrono::{DateTime, Utc};
@@ -90,9 +94,20 @@ pub fn release_created(state: &StoreState, t: &mut Task, now: DateTime<Utc>) -> 
     true
 }
 
-/// Plans the release of new tasks.
+/// Plans the services' endpoints and the release of new tasks.
 pub fn plan(state: &StoreState, now: DateTime<Utc>) -> Plan {
     let mut plan = Plan::default();
+    let mut ports = endpoint::PortMap::of(state);
+    for s in state.services.values() {
+        match endpoint::allocate(s, &mut ports) {
+            Ok(e) if endpoint::needs_write(s, &e) => plan.push(Intent::SetEndpoint {
+                service_id: s.id.clone(),
+                endpoint: Box::new(e),
+            }),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(service = %s.id, error = %e, "port allocation failed"),
+        }
+    }
     for t in state.tasks.values() {
         if t.status.state != TaskState::New {
             continue;
@@ -203,6 +218,102 @@ mod tests {
         assert_eq!(released(&plan(&st, Utc::now())).len(), 1);
         let st = state(vec![], vec![s], vec![new]);
         assert_eq!(released(&plan(&st, Utc::now())).len(), 1);
+    }
+
+    fn with_ports(id: &str, published: &[i64]) -> shoal_api::Service {
+        let mut s = replicated(id, 1);
+        s.spec.endpoint_spec = Some(shoal_api::engine::EndpointSpec {
+            mode: None,
+            ports: Some(
+                published
+                    .iter()
+                    .map(|&p| shoal_api::engine::EndpointPortConfig {
+                        target_port: Some(80),
+                        published_port: Some(p),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        });
+        s
+    }
+
+    fn endpoints(p: &Plan) -> Vec<(String, Vec<Option<i64>>)> {
+        p.intents
+            .iter()
+            .filter_map(|i| match i {
+                Intent::SetEndpoint {
+                    service_id,
+                    endpoint,
+                } => Some((
+                    service_id.clone(),
+                    endpoint
+                        .ports
+                        .iter()
+                        .flatten()
+                        .map(|p| p.published_port)
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn endpoints_are_written_once_and_unique_across_services() {
+        use shoal_api::Object;
+        let store = shoal_store::Store::new();
+        let a = with_ports("a", &[8080]);
+        let b = with_ports("b", &[0]);
+        let c = with_ports("c", &[0]);
+        store
+            .update(|tx| {
+                for s in [&a, &b, &c] {
+                    tx.create(Object::Service(s.clone()))?;
+                }
+                Ok::<_, shoal_store::StoreError>(())
+            })
+            .await
+            .unwrap();
+        let p = store.view(|st| plan(st, Utc::now()));
+        assert_eq!(
+            endpoints(&p),
+            vec![
+                ("a".to_string(), vec![Some(8080)]),
+                ("b".to_string(), vec![Some(30000)]),
+                ("c".to_string(), vec![Some(30001)]),
+            ]
+        );
+        store
+            .update(|tx| {
+                Ok::<_, shoal_store::StoreError>(crate::orchestrator::apply(tx, &p.intents))
+            })
+            .await
+            .unwrap();
+        // Allocated: the next pass (another leader's too) has nothing to write.
+        assert!(endpoints(&store.view(|st| plan(st, Utc::now()))).is_empty());
+        let shown = store.view(|st| st.services["c"].endpoint.clone()).unwrap();
+        assert_eq!(shown.ports.unwrap()[0].published_port, Some(30001));
+        // A service asking for a port another one was given is refused when applied.
+        let d = with_ports("d", &[30000]);
+        let err = store
+            .update(|tx| tx.create(Object::Service(d.clone())))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port '30000' is already in use by service 'b' (b) as an ingress port"
+        );
+        // Once `b` is gone its port is the lowest free one again.
+        store
+            .update(|tx| {
+                tx.delete(shoal_api::ObjectKind::Service, "b")?;
+                tx.create(Object::Service(with_ports("e", &[0])))
+            })
+            .await
+            .unwrap();
+        let p = store.view(|st| plan(st, Utc::now()));
+        assert_eq!(endpoints(&p), vec![("e".to_string(), vec![Some(30000)])]);
     }
 
     #[test]

@@ -1558,6 +1558,7 @@ mod tests {
             status: TaskStatus::new(TaskState::Running, "started"),
             labels: Default::default(),
             job_iteration: None,
+            service_labels: None,
         };
         c.store()
             .update(|tx| tx.create(Object::Task(task)))

@@ -524,4 +524,45 @@ mod tests {
             .expect("its service's credentials");
         assert_eq!(set.tasks[0].registry_auth.as_deref(), Some("token"));
     }
+
+    #[tokio::test]
+    async fn registry_auth_goes_only_with_the_tasks_of_its_service() {
+        use crate::orchestrator::testutil as u;
+        let store = Store::new();
+        let mut private = u::replicated("private", 1);
+        private.registry_auth = Some("c2VjcmV0".into());
+        let public = u::replicated("public", 2);
+        let p_on_a = u::task(&private, 1, Some("a"), TaskState::Assigned);
+        let q_on_a = u::task(&public, 1, Some("a"), TaskState::Assigned);
+        let q_on_b = u::task(&public, 2, Some("b"), TaskState::Assigned);
+        let (p_id, q_id) = (p_on_a.id.clone(), q_on_a.id.clone());
+        store
+            .update(|tx| {
+                tx.create(Object::Node(u::node("a")))?;
+                tx.create(Object::Node(u::node("b")))?;
+                tx.create(Object::Service(private))?;
+                tx.create(Object::Service(public))?;
+                tx.create(Object::Task(p_on_a))?;
+                tx.create(Object::Task(q_on_a))?;
+                tx.create(Object::Task(q_on_b))
+            })
+            .await
+            .expect("setup");
+        let d = Dispatcher::new(store);
+        let a = d.assignment_set("a");
+        assert_eq!(a.tasks.len(), 2);
+        for t in &a.tasks {
+            let want = (t.task.id == p_id).then_some("c2VjcmV0");
+            assert_eq!(t.registry_auth.as_deref(), want, "task {}", t.task.id);
+        }
+        assert!(a.tasks.iter().any(|t| t.task.id == q_id));
+        let b = d.assignment_set("b");
+        assert_eq!(b.tasks.len(), 1);
+        assert_eq!(
+            b.tasks[0].registry_auth, None,
+            "b runs no task of the service"
+        );
+        let json = serde_json::to_string(&b).expect("json");
+        assert!(!json.contains("c2VjcmV0"));
+    }
 }

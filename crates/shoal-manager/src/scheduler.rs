@@ -763,6 +763,7 @@ mod tests {
             status: TaskStatus::new(TaskState::Pending, "pending task scheduling"),
             labels: Map::new(),
             job_iteration: None,
+            service_labels: None,
         }
     }
 

@@ -346,6 +346,7 @@ fn task(id: &str) -> Task {
         status: TaskStatus::new(TaskState::Assigned, "assigned"),
         labels: HashMap::new(),
         job_iteration: None,
+        service_labels: None,
     }
 }
 

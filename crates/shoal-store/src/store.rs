@@ -269,6 +269,7 @@ mod tests {
             status: TaskStatus::new(TaskState::New, "created"),
             labels: Default::default(),
             job_iteration: None,
+            service_labels: None,
         }
     }
 

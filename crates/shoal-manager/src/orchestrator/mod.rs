@@ -89,6 +89,11 @@ pub enum Intent {
     Rollback { service_id: String, message: String },
     /// Delete a task (skipped while it still runs on a live node).
     DeleteTask { task_id: String },
+    /// The allocator's endpoint for a service (skipped if its endpoint spec changed since).
+    SetEndpoint {
+        service_id: String,
+        endpoint: Box<engine::ServiceEndpoint>,
+    },
 }
 
 impl Intent {
@@ -103,9 +108,9 @@ impl Intent {
             | Intent::Assign { task_id, .. }
             | Intent::SetError { task_id, .. }
             | Intent::DeleteTask { task_id } => task_id,
-            Intent::SetUpdateStatus { service_id, .. } | Intent::Rollback { service_id, .. } => {
-                service_id
-            }
+            Intent::SetUpdateStatus { service_id, .. }
+            | Intent::Rollback { service_id, .. }
+            | Intent::SetEndpoint { service_id, .. } => service_id,
         }
     }
 }
@@ -305,6 +310,7 @@ impl<'a> ServiceCtx<'a> {
             },
             labels: HashMap::new(),
             job_iteration: None,
+            service_labels: Some(self.service.spec.labels.clone().unwrap_or_default()),
         }
     }
 
@@ -516,6 +522,19 @@ fn apply_one(tx: &mut Tx<'_>, intent: &Intent) -> Result<bool, StoreError> {
             }
             tx.delete(shoal_api::ObjectKind::Task, task_id)?;
         }
+        Intent::SetEndpoint {
+            service_id,
+            endpoint,
+        } => {
+            let Some(mut s) = tx.get_service(service_id) else {
+                return Ok(false);
+            };
+            if s.spec.endpoint_spec != endpoint.spec || s.endpoint.as_ref() == Some(&**endpoint) {
+                return Ok(false);
+            }
+            s.endpoint = Some((**endpoint).clone());
+            tx.update(Object::Service(s))?;
+        }
     }
     Ok(true)
 }
@@ -691,6 +710,22 @@ mod tests {
         }
         let ctx = ServiceCtx::new(&st, &s3, Utc::now());
         assert!(ctx.is_dirty(&t));
+    }
+
+    #[test]
+    fn new_tasks_carry_a_copy_of_the_service_labels() {
+        let mut s = replicated("web", 1);
+        s.spec.labels = Some(
+            [("com.docker.stack.namespace".to_string(), "demo".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let t = task(&s, 1, None, TaskState::New);
+        assert_eq!(t.service_labels, s.spec.labels);
+        assert_eq!(
+            task(&replicated("api", 1), 1, None, TaskState::New).service_labels,
+            Some(HashMap::new())
+        );
     }
 
     #[tokio::test]

@@ -465,16 +465,10 @@ impl Control {
                 let Some(mut secret) = tx.get_secret(&id) else {
                     return Err(ControlError::NotFound(format!("secret {id} not found")));
                 };
-                let data_changed = match spec.data.as_deref() {
-                    None | Some("") => false,
-                    Some(_) => {
-                        decode_data(spec.data.as_deref())?
-                            != decode_data(secret.spec.data.as_deref())?
-                    }
-                };
-                if spec.name != secret.spec.name || data_changed {
-                    return Err(rpc_invalid("only updates to Labels are allowed"));
-                }
+                labels_only(
+                    (&spec.name, spec.data.as_deref()),
+                    (&secret.spec.name, secret.spec.data.as_deref()),
+                )?;
                 secret.meta.version = version;
                 secret.spec.labels = spec.labels.clone();
                 tx.update(Object::Secret(secret)).map_err(store_err)
@@ -546,16 +540,10 @@ impl Control {
                 let Some(mut config) = tx.get_config(&id) else {
                     return Err(ControlError::NotFound(format!("config {id} not found")));
                 };
-                let data_changed = match spec.data.as_deref() {
-                    None | Some("") => false,
-                    Some(_) => {
-                        decode_data(spec.data.as_deref())?
-                            != decode_data(config.spec.data.as_deref())?
-                    }
-                };
-                if spec.name != config.spec.name || data_changed {
-                    return Err(rpc_invalid("only updates to Labels are allowed"));
-                }
+                labels_only(
+                    (&spec.name, spec.data.as_deref()),
+                    (&config.spec.name, config.spec.data.as_deref()),
+                )?;
                 config.meta.version = version;
                 config.spec.labels = spec.labels.clone();
                 tx.update(Object::Config(config)).map_err(store_err)
@@ -575,6 +563,23 @@ impl Control {
             })
             .await
     }
+}
+
+/// swarmkit's rule for updating a secret or config: the name stays, and data, when sent, is
+/// the stored data (`docker stack deploy` sends it again unchanged); only labels change.
+/// Arguments are (name, base64 data) of the request and of the stored object.
+fn labels_only(
+    asked: (&Option<String>, Option<&str>),
+    stored: (&Option<String>, Option<&str>),
+) -> Result<()> {
+    let data_changed = match asked.1 {
+        None | Some("") => false,
+        Some(_) => decode_data(asked.1)? != decode_data(stored.1)?,
+    };
+    if asked.0 != stored.0 || data_changed {
+        return Err(rpc_invalid("only updates to Labels are allowed"));
+    }
+    Ok(())
 }
 
 /// swarmkit's refusal to remove a secret or config services still reference.

@@ -31,41 +31,7 @@ pub fn any_duration(s: &str) -> Result<i64, String> {
     parse_go_duration(s)
 }
 
-/// A `--limit-cpu`/`--reserve-cpu` value ("0.5", "2") in nano CPUs.
-pub fn nano_cpus(s: &str) -> Result<i64, String> {
-    let bad = || format!("failed to parse {s} as a rational number");
-    let t = s.trim();
-    let (neg, t) = match t.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    if (int.is_empty() && frac.is_empty())
-        || !int.chars().all(|c| c.is_ascii_digit())
-        || !frac.chars().all(|c| c.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let frac_trimmed = frac.trim_end_matches('0');
-    if frac_trimmed.len() > 9 {
-        return Err("value is too precise".to_string());
-    }
-    let int_v: i64 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| bad())?
-    };
-    let frac_v: i64 = if frac_trimmed.is_empty() {
-        0
-    } else {
-        format!("{frac_trimmed:0<9}").parse().map_err(|_| bad())?
-    };
-    let v = int_v
-        .checked_mul(1_000_000_000)
-        .and_then(|v| v.checked_add(frac_v))
-        .ok_or_else(bad)?;
-    Ok(if neg { -v } else { v })
-}
+pub use shoal_compose::units::nano_cpus;
 
 /// A `--limit-memory`/`--reserve-memory` value ("512m", "1g").
 pub fn mem_bytes(s: &str) -> Result<i64, String> {

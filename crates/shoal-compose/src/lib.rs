@@ -20,6 +20,7 @@ pub mod lines;
 pub mod load;
 pub mod merge;
 pub mod model;
+pub mod units;
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -6,128 +6,22 @@ use super::types::ServicePortConfig;
 
 /// Parses a Go duration (`300ms`, `5s`, `1m30s`, `1.5h`, `0`) into nanoseconds.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let invalid = || format!("time: invalid duration {s:?}");
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_end];
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(invalid());
-        }
-        let value: f64 = num.parse().map_err(|_| invalid())?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_end];
-        rest = &rest[unit_end..];
-        let scale: f64 = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(format!("time: missing unit in duration {s:?}")),
-            other => return Err(format!("time: unknown unit {other:?} in duration {s:?}")),
-        };
-        total += value * scale;
-    }
-    if total > i64::MAX as f64 {
-        return Err(invalid());
-    }
-    let n = total.round() as i64;
-    Ok(if neg { -n } else { n })
+    crate::units::parse_go_duration(s)
 }
 
 /// Parses a human size (`50M`, `1.5g`, `512k`, `100`, `2GiB`) into bytes, 1024-based
 /// as docker's `RAMInBytes`.
 pub fn parse_memory(s: &str) -> Result<i64, String> {
-    let invalid = || format!("invalid size: '{s}'");
-    let num_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(num_end);
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
-        return Err(invalid());
-    }
-    let value: f64 = num.parse().map_err(|_| invalid())?;
-    let suffix = suffix.strip_prefix(' ').unwrap_or(suffix);
-    let mut chars = suffix.chars();
-    let mut mult: f64 = 1.0;
-    let mut next = chars.next();
-    if let Some(c) = next {
-        let power = match c.to_ascii_lowercase() {
-            'k' => Some(1),
-            'm' => Some(2),
-            'g' => Some(3),
-            't' => Some(4),
-            'p' => Some(5),
-            _ => None,
-        };
-        if let Some(p) = power {
-            mult = 1024f64.powi(p);
-            next = chars.next();
-        }
-    }
-    if matches!(next, Some('i') | Some('I')) {
-        next = chars.next();
-    }
-    if matches!(next, Some('b') | Some('B')) {
-        next = chars.next();
-    }
-    if next.is_some() {
-        return Err(invalid());
-    }
-    Ok((value * mult) as i64)
+    crate::units::ram_in_bytes(s)
 }
 
-/// Parses a CPU count (`"0.5"`, `"2"`) into nano CPUs, as docker's `ParseCPUs`.
+/// Parses a CPU count (`"0.5"`, `"2"`) into nano CPUs, as docker's `ParseCPUs`; a compose
+/// file has no negative counts.
 pub fn parse_cpus(s: &str) -> Result<i64, String> {
-    let bad = || format!("failed to parse {s} as a rational number");
-    let t = s.trim();
-    let (int_part, frac_part) = match t.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (t, ""),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return Err(bad());
+    if s.trim().starts_with('-') {
+        return Err(format!("failed to parse {s} as a rational number"));
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit())
-        || !frac_part.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let frac_trimmed = frac_part.trim_end_matches('0');
-    if frac_trimmed.len() > 9 {
-        return Err("value is too precise".to_string());
-    }
-    let whole: i64 = if int_part.is_empty() {
-        0
-    } else {
-        int_part.parse().map_err(|_| bad())?
-    };
-    let mut frac: i64 = 0;
-    for (i, d) in frac_trimmed.bytes().enumerate() {
-        frac += i64::from(d - b'0') * 10i64.pow(8 - i as u32);
-    }
-    whole
-        .checked_mul(1_000_000_000)
-        .and_then(|w| w.checked_add(frac))
-        .ok_or_else(bad)
+    crate::units::nano_cpus(s)
 }
 
 fn parse_port_range(s: &str) -> Option<(u32, u32)> {

@@ -5,6 +5,8 @@
 #![deny(unsafe_code)]
 
 pub mod conformance;
+pub mod files;
+pub mod health;
 pub mod logs;
 pub mod mock;
 pub mod process;

@@ -30,6 +30,7 @@
 //!   pid         {"pid","start_time","shim_pid","shim_start_time"}     written by the shim
 //!   log.jsonl   the task's output, see crate::logs                     appended by the shim
 //!   exit.json   {"code": N|null, "signal": N|null}                     written by the shim
+//! <state_root>/files/<task id>/   the task's secrets and configs (0700), see crate::files
 //! ```
 //!
 //! Every file the shim writes except the log is written to `NAME.tmp` and renamed into place,
@@ -93,6 +94,9 @@ impl ShimCommand {
 pub(crate) struct TaskFile {
     pub spec: RunSpec,
     pub exec: ExecPlan,
+    /// The task's secrets and configs, mounted by the shim (see [`crate::files`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::files::FileMount>,
 }
 
 /// Everything the shim needs to exec the task, already resolved by `prepare`.
@@ -272,6 +276,45 @@ impl ProcessRuntime {
     }
 
     /// The state directory of a task (which may not exist).
+    /// Where tasks' secrets and configs are kept (0700), one directory per task.
+    pub fn files_root(&self) -> PathBuf {
+        self.state_root.join("files")
+    }
+
+    /// Writes the files of `spec` (none: nothing is written).
+    async fn write_files(
+        &self,
+        spec: &RunSpec,
+    ) -> Result<Vec<crate::files::FileMount>, RuntimeError> {
+        if spec.files.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Prepared before (not started): start over, so its mount points are not mistaken
+        // for the host's own files.
+        let dir = self.task_dir(&spec.task_id)?;
+        self.remove_files(&spec.task_id, &dir).await?;
+        let root = self.files_root();
+        let id = spec.task_id.clone();
+        let files = spec.files.clone();
+        tokio::task::spawn_blocking(move || crate::files::write_task_files(&root, &id, &files))
+            .await
+            .map_err(|e| RuntimeError::io("writing the task's files", std::io::Error::other(e)))?
+    }
+
+    /// Removes the files of the task kept in `dir` (and the placeholders made for them).
+    async fn remove_files(&self, task_id: &str, dir: &Path) -> Result<(), RuntimeError> {
+        let mounts = read_json::<TaskFile>(&dir.join(SPEC_FILE))
+            .ok()
+            .flatten()
+            .map(|f| f.mounts)
+            .unwrap_or_default();
+        let root = self.files_root();
+        let id = task_id.to_string();
+        tokio::task::spawn_blocking(move || crate::files::remove_task_files(&root, &id, &mounts))
+            .await
+            .map_err(|e| RuntimeError::io("removing the task's files", std::io::Error::other(e)))?
+    }
+
     pub fn task_dir(&self, task_id: &str) -> Result<PathBuf, RuntimeError> {
         validate_task_id(task_id)?;
         Ok(self.tasks_dir().join(task_id))
@@ -319,7 +362,7 @@ fn is_lost(dir: &Path) -> bool {
 }
 
 /// Builds the execution plan: environment, user, working directory.
-fn plan(spec: &RunSpec) -> Result<ExecPlan, RuntimeError> {
+pub(crate) fn plan(spec: &RunSpec) -> Result<ExecPlan, RuntimeError> {
     let euid = nix::unistd::geteuid();
     let egid = nix::unistd::getegid();
     let (uid, gid, home) = match &spec.user {
@@ -459,9 +502,11 @@ impl Runtime for ProcessRuntime {
             // Already started: the recorded spec is the one that runs.
             return Ok(());
         }
+        let mounts = self.write_files(spec).await?;
         let file = TaskFile {
             spec: spec.clone(),
             exec,
+            mounts,
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| RuntimeError::Corrupt {
             path: dir.join(SPEC_FILE).display().to_string(),
@@ -611,6 +656,7 @@ impl Runtime for ProcessRuntime {
                 let _ = nix::sys::signal::kill(Pid::from_raw(p.shim_pid), Signal::SIGKILL);
             }
         }
+        self.remove_files(task_id, &dir).await?;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

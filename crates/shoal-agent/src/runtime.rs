@@ -56,6 +56,35 @@ pub struct RunSpec {
     pub stop_grace: Duration,
     /// Labels of the task (recorded; `com.docker.swarm.*` and user labels).
     pub labels: HashMap<String, String>,
+    /// Secrets and configs the task sees as files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<MountedFile>,
+}
+
+/// A file (a secret's or a config's data) the task sees at `target`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountedFile {
+    /// Absolute path in the task's view (`/run/secrets/<name>` for a secret by default).
+    pub target: String,
+    /// The content. Never written into a runtime's records (`spec.json`).
+    #[serde(skip)]
+    pub data: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits (Docker's default 0444).
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for MountedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountedFile")
+            .field("target", &self.target)
+            .field("data", &format_args!("<{} bytes>", self.data.len()))
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
 }
 
 impl RunSpec {
@@ -74,6 +103,7 @@ impl RunSpec {
             stop_signal: None,
             stop_grace: DEFAULT_STOP_GRACE,
             labels: HashMap::new(),
+            files: Vec::new(),
         }
     }
 

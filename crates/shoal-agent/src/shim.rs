@@ -114,6 +114,8 @@ fn run(dir: &Path, reporter: &mut Reporter) -> Result<(), String> {
     let task: TaskFile = serde_json::from_slice(&bytes)
         .map_err(|e| format!("parsing {}: {e}", spec_path.display()))?;
     let plan = task.exec;
+    // Secrets and configs: a mount namespace of the shim's own, inherited by the task.
+    crate::files::enter_private_mounts(&task.mounts)?;
     let (program, args) = plan
         .argv
         .split_first()

@@ -14,10 +14,11 @@
 //! After a daemon restart the worker asks each runtime what it still has (`recover`) and adopts
 //! running tasks instead of starting them again, so no task runs twice and none is leaked.
 
-use crate::runtime::{Recovered, RunSpec, Runtime};
+use crate::health::{HealthCheck, HealthStatus};
+use crate::runtime::{MountedFile, Recovered, RunSpec, Runtime};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use shoal_api::dispatch::{Assignment, AssignmentSet, StatusUpdate};
+use shoal_api::dispatch::{Assignment, AssignmentSet, DependencyData, StatusUpdate};
 use shoal_api::{engine, Task, TaskState, TaskStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -93,7 +94,97 @@ pub fn run_spec(task: &Task) -> RunSpec {
         stop_signal: c.stop_signal.clone().filter(|s| !s.is_empty()),
         stop_grace: shoal_api::spec::stop_grace_period(&task.spec),
         labels,
+        files: Vec::new(),
     }
+}
+
+/// The files a task sees for the secrets and configs its spec references, from the data the
+/// assignment set carries: a secret's relative target goes under `/run/secrets`, a config's
+/// under `/`; uid and gid default to 0, the mode to 0444, as Docker does.
+pub fn task_files(
+    task: &Task,
+    secrets: &[DependencyData],
+    configs: &[DependencyData],
+) -> Result<Vec<MountedFile>, String> {
+    use base64::Engine as _;
+    /// A reference's `File`: name (target), uid, gid, mode.
+    type FileFields<'a> = (
+        &'a Option<String>,
+        &'a Option<String>,
+        &'a Option<String>,
+        Option<u32>,
+    );
+    let Some(c) = task.spec.container_spec.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut add = |kind: &str,
+                   id: Option<&str>,
+                   name: Option<&str>,
+                   file: Option<FileFields>,
+                   have: &[DependencyData],
+                   base: &str|
+     -> Result<(), String> {
+        let id = id.unwrap_or_default();
+        let label = name.filter(|n| !n.is_empty()).unwrap_or(id);
+        let dep = have
+            .iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| format!("{kind} {label} ({id}) was not sent to this node"))?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(dep.data.trim())
+            .map_err(|e| format!("{kind} {label}: its data is not valid base64: {e}"))?;
+        let (target, uid, gid, mode) = match file {
+            Some((n, u, g, m)) => (n.clone(), u.clone(), g.clone(), m),
+            None => (None, None, None, None),
+        };
+        let target = target.filter(|t| !t.is_empty()).unwrap_or(dep.name.clone());
+        let target = if target.starts_with('/') {
+            target
+        } else {
+            format!("{}/{target}", base.trim_end_matches('/'))
+        };
+        let num = |what: &str, v: Option<String>| -> Result<u32, String> {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => Ok(0),
+                Some(s) => s.parse().map_err(|_| {
+                    format!("{kind} {label}: invalid {what} {s:?} (a number is needed)")
+                }),
+            }
+        };
+        out.push(MountedFile {
+            target,
+            data,
+            uid: num("uid", uid)?,
+            gid: num("gid", gid)?,
+            mode: mode.unwrap_or(0o444),
+        });
+        Ok(())
+    };
+    for r in c.secrets.iter().flatten() {
+        let file = r.file.as_ref().map(|f| (&f.name, &f.uid, &f.gid, f.mode));
+        add(
+            "secret",
+            r.secret_id.as_deref(),
+            r.secret_name.as_deref(),
+            file,
+            secrets,
+            crate::files::SECRETS_DIR,
+        )?;
+    }
+    for r in c.configs.iter().flatten() {
+        // A config without a file (a credential spec's `runtime` target) is not mounted.
+        let Some(f) = r.file.as_ref() else { continue };
+        add(
+            "config",
+            r.config_id.as_deref(),
+            r.config_name.as_deref(),
+            Some((&f.name, &f.uid, &f.gid, f.mode)),
+            configs,
+            "/",
+        )?;
+    }
+    Ok(out)
 }
 
 struct Controller {
@@ -292,9 +383,26 @@ impl Worker {
                     "registry credentials received with the task (unused by this runtime)"
                 );
             }
+            let files = if rec.is_some() {
+                Vec::new() // already prepared: its files are in place
+            } else {
+                match task_files(t, &set.secrets, &set.configs) {
+                    Ok(f) => f,
+                    Err(msg) => {
+                        let mut st = TaskStatus::new(TaskState::Rejected, "missing dependency");
+                        st.err = Some(msg);
+                        let _ = report.send(StatusUpdate {
+                            task_id: t.id.clone(),
+                            status: st,
+                        });
+                        continue;
+                    }
+                }
+            };
             let (dtx, drx) = watch::channel(t.desired_state);
             let handle = tokio::spawn(run_controller(
                 a.task.clone(),
+                files,
                 Arc::clone(&runtime),
                 drx,
                 report.clone(),
@@ -335,6 +443,7 @@ fn status(state: TaskState, message: &str) -> TaskStatus {
 /// Drives one task through its states.
 async fn run_controller(
     task: Task,
+    files: Vec<MountedFile>,
     runtime: Arc<dyn Runtime>,
     mut desired: watch::Receiver<TaskState>,
     report: mpsc::UnboundedSender<StatusUpdate>,
@@ -347,12 +456,16 @@ async fn run_controller(
             status: st,
         });
     };
-    let spec = run_spec(&task);
+    let mut spec = run_spec(&task);
+    spec.files = files;
     let wants_stop = |d: TaskState| d > TaskState::Running;
+    let health = health_check_for(&task, runtime.as_ref());
+    // With a health check, `running` is reported only once the task is healthy.
+    let mut reported_running = health.is_none() || task.status.state >= TaskState::Running;
 
     match recovered {
         Some(Recovered::Running) => {
-            if task.status.state < TaskState::Running {
+            if task.status.state < TaskState::Running && health.is_none() {
                 send(status(TaskState::Running, "started"));
             }
         }
@@ -394,15 +507,55 @@ async fn run_controller(
                 send(st);
                 return;
             }
-            send(status(TaskState::Running, "started"));
+            if health.is_none() {
+                send(status(TaskState::Running, "started"));
+            }
         }
     }
 
     // Running: wait for the exit or for the manager to ask for a stop.
+    let (_monitor, mut health_rx) = match health {
+        Some(check) => {
+            let (g, rx) = crate::health::spawn_process_monitor(check, spec.clone());
+            (Some(g), Some(rx))
+        }
+        None => (None, None),
+    };
     let wait = runtime.wait(&id);
     tokio::pin!(wait);
     loop {
+        let health_changed = async {
+            match health_rx.as_mut() {
+                Some(rx) => match rx.changed().await {
+                    Ok(()) => Some(*rx.borrow_and_update()),
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some(h) = health_changed => {
+                match h {
+                    HealthStatus::Healthy if !reported_running => {
+                        reported_running = true;
+                        send(status(TaskState::Running, "started"));
+                    }
+                    HealthStatus::Unhealthy => {
+                        tracing::info!(task = %id, "task is unhealthy; stopping it");
+                        if let Err(e) = runtime.stop(&id, None, spec.stop_grace).await {
+                            tracing::warn!(task = %id, error = %e, "stopping task failed");
+                        }
+                        let exit = (&mut wait).await.ok();
+                        if wants_stop(*desired.borrow()) {
+                            send(status(TaskState::Shutdown, "shutdown"));
+                        } else {
+                            send(unhealthy_status(exit.as_ref(), reported_running));
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+            }
             res = &mut wait => {
                 let st = match res {
                     Ok(exit) => exit_status(&exit, *desired.borrow()),
@@ -428,6 +581,33 @@ async fn run_controller(
             }
         }
     }
+}
+
+/// The health check the task's runtime runs for it: only the process runtime runs the
+/// commands (on the host, in the task's environment).
+fn health_check_for(task: &Task, runtime: &dyn Runtime) -> Option<HealthCheck> {
+    if runtime.capabilities().name != "process" {
+        return None;
+    }
+    HealthCheck::from_spec(
+        task.spec
+            .container_spec
+            .as_ref()
+            .and_then(|c| c.health_check.as_ref()),
+    )
+}
+
+/// The failed status of a task stopped because it became unhealthy.
+fn unhealthy_status(exit: Option<&crate::runtime::ExitStatus>, was_running: bool) -> TaskStatus {
+    let msg = crate::health::unhealthy_error(exit, was_running);
+    let mut st = if was_running {
+        status(TaskState::Failed, &msg)
+    } else {
+        status(TaskState::Failed, "starting failed")
+    };
+    st.err = Some(msg);
+    st.exit_code = exit.and_then(|e| e.exit_code()).map(i64::from);
+    st
 }
 
 /// The status a task ends with after its process exited.
@@ -529,5 +709,120 @@ mod tests {
                 .map(String::as_str),
             Some("0123456789abcdefghijklmno")
         );
+    }
+    #[test]
+    fn secrets_and_configs_become_files_at_their_targets() {
+        let mut t = task(None);
+        {
+            let spec = std::sync::Arc::make_mut(&mut t.spec);
+            let c = spec.container_spec.get_or_insert_with(Default::default);
+            c.secrets = Some(vec![
+                engine::TaskSpecContainerSpecSecrets {
+                    secret_id: Some("s1".into()),
+                    secret_name: Some("pw".into()),
+                    file: Some(engine::TaskSpecContainerSpecFile {
+                        name: Some("pw".into()),
+                        uid: Some("0".into()),
+                        gid: Some("0".into()),
+                        mode: Some(0o444),
+                    }),
+                },
+                engine::TaskSpecContainerSpecSecrets {
+                    secret_id: Some("s1".into()),
+                    secret_name: Some("pw".into()),
+                    file: Some(engine::TaskSpecContainerSpecFile {
+                        name: Some("/etc/pw".into()),
+                        uid: Some("1000".into()),
+                        gid: Some("50".into()),
+                        mode: Some(0o400),
+                    }),
+                },
+            ]);
+            c.configs = Some(vec![engine::TaskSpecContainerSpecConfigs {
+                config_id: Some("c1".into()),
+                config_name: Some("cfg".into()),
+                file: Some(engine::TaskSpecContainerSpecFile1 {
+                    name: Some("".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]);
+        }
+        let dep = |id: &str, name: &str, data: &str| DependencyData {
+            id: id.into(),
+            name: name.into(),
+            data: data.into(),
+        };
+        let secrets = [dep("s1", "pw", "aHVudGVyMg==")];
+        let configs = [dep("c1", "cfg", "YT0xCg==")];
+        let files = task_files(&t, &secrets, &configs).expect("files");
+        let got: Vec<(&str, &[u8], u32, u32, u32)> = files
+            .iter()
+            .map(|f| (f.target.as_str(), f.data.as_slice(), f.uid, f.gid, f.mode))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/run/secrets/pw", &b"hunter2"[..], 0, 0, 0o444),
+                ("/etc/pw", &b"hunter2"[..], 1000, 50, 0o400),
+                ("/cfg", &b"a=1\n"[..], 0, 0, 0o444),
+            ]
+        );
+        let spec_json = serde_json::to_string(&RunSpec {
+            files,
+            ..run_spec(&t)
+        })
+        .expect("json");
+        assert!(
+            !spec_json.contains("aHVudGVyMg") && !spec_json.contains("hunter2"),
+            "the data stays out of the runtime's records: {spec_json}"
+        );
+
+        let err = task_files(&t, &[], &configs).expect_err("the secret was not sent");
+        assert!(err.contains("secret pw (s1) was not sent"), "{err}");
+        let err = task_files(&t, &[dep("s1", "pw", "%%%")], &configs).expect_err("bad base64");
+        assert!(err.contains("not valid base64"), "{err}");
+    }
+
+    #[test]
+    fn only_the_process_runtime_runs_health_checks() {
+        let mut t = task(None);
+        let mut spec = (*t.spec).clone();
+        if let Some(c) = spec.container_spec.as_mut() {
+            c.health_check = Some(engine::HealthConfig {
+                test: Some(vec!["CMD-SHELL".into(), "true".into()]),
+                ..Default::default()
+            });
+        }
+        t.spec = Arc::new(spec);
+        let process = crate::process::ProcessRuntime::new(
+            std::env::temp_dir().join("shoal-hc-unused"),
+            crate::process::ShimCommand {
+                program: "/bin/false".into(),
+                args: vec![],
+            },
+        );
+        let check = health_check_for(&t, &process).expect("process runtime checks health");
+        assert_eq!(check.test, crate::health::HealthTest::Shell("true".into()));
+        assert!(health_check_for(&t, &crate::mock::MockRuntime::new()).is_none());
+        assert!(health_check_for(&task(None), &process).is_none());
+    }
+
+    #[test]
+    fn unhealthy_tasks_fail_with_swarmkits_error() {
+        let st = unhealthy_status(None, false);
+        assert_eq!(st.state, TaskState::Failed);
+        assert_eq!(st.err.as_deref(), Some("dockerexec: unhealthy container"));
+        let exit = crate::runtime::ExitStatus::signaled(15);
+        let st = unhealthy_status(Some(&exit), true);
+        assert_eq!(
+            st.err.as_deref(),
+            Some("task: non-zero exit (143): dockerexec: unhealthy container")
+        );
+        assert_eq!(
+            st.message,
+            "task: non-zero exit (143): dockerexec: unhealthy container"
+        );
+        assert_eq!(st.exit_code, Some(143));
     }
 }

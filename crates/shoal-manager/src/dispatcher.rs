@@ -19,7 +19,7 @@
 
 use chrono::Utc;
 use futures::stream::BoxStream;
-use shoal_api::dispatch::{Assignment, AssignmentSet, StatusUpdate};
+use shoal_api::dispatch::{Assignment, AssignmentSet, DependencyData, StatusUpdate};
 use shoal_api::{engine, NodeState, Object, Task, TaskState};
 use shoal_store::{Store, StoreError, StoreState};
 use std::collections::HashMap;
@@ -372,7 +372,58 @@ fn build_set(s: &StoreState, node_id: &str) -> AssignmentSet {
         })
         .collect();
     tasks.sort_by(|a, b| a.task.id.cmp(&b.task.id));
-    AssignmentSet { tasks }
+    let (secrets, configs) = dependencies(s, tasks.iter().map(|a| &a.task));
+    AssignmentSet {
+        tasks,
+        secrets,
+        configs,
+    }
+}
+
+/// The secrets and configs `tasks` reference, with their data (swarmkit's dependencies of an
+/// assignment): only those of tasks that have not ended, so a node no longer running a task
+/// that uses one stops receiving it. A reference to an object no longer stored is skipped (the
+/// agent fails that task with a clear message).
+fn dependencies<'a>(
+    s: &StoreState,
+    tasks: impl Iterator<Item = &'a Task>,
+) -> (Vec<DependencyData>, Vec<DependencyData>) {
+    let mut secret_ids = std::collections::BTreeSet::new();
+    let mut config_ids = std::collections::BTreeSet::new();
+    for t in tasks.filter(|t| !t.status.state.is_terminal()) {
+        let Some(c) = t.spec.container_spec.as_ref() else {
+            continue;
+        };
+        for r in c.secrets.iter().flatten() {
+            if let Some(id) = r.secret_id.as_deref() {
+                secret_ids.insert(id.to_string());
+            }
+        }
+        for r in c.configs.iter().flatten() {
+            if let Some(id) = r.config_id.as_deref() {
+                config_ids.insert(id.to_string());
+            }
+        }
+    }
+    let secrets = secret_ids
+        .iter()
+        .filter_map(|id| s.secrets.get(id))
+        .map(|o| DependencyData {
+            id: o.id.clone(),
+            name: o.name().to_string(),
+            data: o.spec.data.clone().unwrap_or_default(),
+        })
+        .collect();
+    let configs = config_ids
+        .iter()
+        .filter_map(|id| s.configs.get(id))
+        .map(|o| DependencyData {
+            id: o.id.clone(),
+            name: o.name().to_string(),
+            data: o.spec.data.clone().unwrap_or_default(),
+        })
+        .collect();
+    (secrets, configs)
 }
 
 fn fingerprint(s: &StoreState, node_id: &str) -> Fingerprint {
@@ -381,6 +432,12 @@ fn fingerprint(s: &StoreState, node_id: &str) -> Fingerprint {
         .map(|t| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             from_service(s, t).hash(&mut h);
+            // The dependencies the set carries: a secret or config created after the task
+            // (or removed) changes the set.
+            let (secrets, configs) = dependencies(s, std::iter::once(t));
+            for d in secrets.iter().chain(&configs) {
+                d.id.hash(&mut h);
+            }
             (t.id.clone(), t.meta.version, h.finish())
         })
         .collect();
@@ -392,7 +449,7 @@ fn fingerprint(s: &StoreState, node_id: &str) -> Fingerprint {
 fn concerns(ev: &shoal_store::Event, node: &str) -> bool {
     let on = |o: &Object| match o {
         Object::Task(t) => t.node_id.as_deref() == Some(node),
-        Object::Service(_) => true,
+        Object::Service(_) | Object::Secret(_) | Object::Config(_) => true,
         _ => false,
     };
     on(&ev.object) || ev.old.as_ref().is_some_and(on)
@@ -564,5 +621,96 @@ mod tests {
         );
         let json = serde_json::to_string(&b).expect("json");
         assert!(!json.contains("c2VjcmV0"));
+    }
+    #[tokio::test]
+    async fn a_node_gets_exactly_the_secrets_and_configs_its_tasks_use() {
+        use crate::orchestrator::testutil as u;
+        use shoal_api::{Config, Meta, Secret};
+        let secret = |id: &str, data: &str| {
+            Object::Secret(Secret {
+                id: id.into(),
+                meta: Meta::new_now(),
+                spec: engine::SecretSpec {
+                    name: Some(format!("name-{id}")),
+                    data: Some(data.into()),
+                    ..Default::default()
+                },
+            })
+        };
+        let config = |id: &str, data: &str| {
+            Object::Config(Config {
+                id: id.into(),
+                meta: Meta::new_now(),
+                spec: engine::ConfigSpec {
+                    name: Some(format!("name-{id}")),
+                    data: Some(data.into()),
+                    ..Default::default()
+                },
+            })
+        };
+        let mut uses = u::replicated("uses", 1);
+        {
+            let tt = &mut uses.spec.task_template;
+            let c = tt
+                .get_or_insert_with(Default::default)
+                .container_spec
+                .get_or_insert_with(Default::default);
+            c.secrets = Some(vec![engine::TaskSpecContainerSpecSecrets {
+                secret_id: Some("s1".into()),
+                secret_name: Some("name-s1".into()),
+                ..Default::default()
+            }]);
+            c.configs = Some(vec![engine::TaskSpecContainerSpecConfigs {
+                config_id: Some("c1".into()),
+                config_name: Some("name-c1".into()),
+                ..Default::default()
+            }]);
+        }
+        let plain = u::replicated("plain", 1);
+        let on_a = u::task(&uses, 1, Some("a"), TaskState::Running);
+        let on_b = u::task(&plain, 1, Some("b"), TaskState::Running);
+        let a_id = on_a.id.clone();
+        let store = Store::new();
+        store
+            .update(|tx| {
+                tx.create(Object::Node(u::node("a")))?;
+                tx.create(Object::Node(u::node("b")))?;
+                tx.create(secret("s1", "czE="))?;
+                tx.create(secret("s2", "czI="))?;
+                tx.create(config("c1", "YzE="))?;
+                tx.create(config("c2", "YzI="))?;
+                tx.create(Object::Service(uses))?;
+                tx.create(Object::Service(plain))?;
+                tx.create(Object::Task(on_a))?;
+                tx.create(Object::Task(on_b))
+            })
+            .await
+            .expect("setup");
+        let d = Dispatcher::new(store.clone());
+        let a = d.assignment_set("a");
+        let ids = |v: &[DependencyData]| v.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a.secrets), vec!["s1".to_string()]);
+        assert_eq!(ids(&a.configs), vec!["c1".to_string()]);
+        assert_eq!(a.secret("s1").map(|x| x.data.as_str()), Some("czE="));
+        assert_eq!(a.config("c1").map(|x| x.name.as_str()), Some("name-c1"));
+        let b = d.assignment_set("b");
+        assert!(b.secrets.is_empty() && b.configs.is_empty());
+        let json = serde_json::to_string(&b).expect("json");
+        assert!(!json.contains("czE=") && !json.contains("czI="));
+
+        // Once the task has ended, its secret and config are no longer sent.
+        let fp_before = store.view(|s| fingerprint(s, "a"));
+        store
+            .update(|tx| {
+                let mut t = tx.get_task(&a_id).expect("the task");
+                t.status.state = TaskState::Complete;
+                tx.update(Object::Task(t))
+            })
+            .await
+            .expect("complete");
+        let a = d.assignment_set("a");
+        assert_eq!(a.tasks.len(), 1);
+        assert!(a.secrets.is_empty() && a.configs.is_empty());
+        assert_ne!(fp_before, store.view(|s| fingerprint(s, "a")));
     }
 }

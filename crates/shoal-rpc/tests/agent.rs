@@ -156,6 +156,7 @@ async fn a_worker_runs_its_assignments_through_the_remote_link() {
                 registry_auth: None,
                 runtime: None,
             }],
+            ..Default::default()
         })
         .unwrap();
     eventually("the task reported running", Duration::from_secs(10), || {

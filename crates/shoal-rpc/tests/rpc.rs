@@ -360,6 +360,7 @@ fn set_of(ids: &[&str]) -> AssignmentSet {
                 runtime: None,
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Docker's get-started part 4 ("Swarms") with Shoal, end to end: two machines, a swarm across
 # them, the guide's docker-compose.yml (next to this script) deployed as the stack
-# `getstartedlab` spread over both, scaled by editing the file and deploying again, drain, a
-# stopped machine and its tasks moved, the machine back, `stack rm`, leaving the swarm and
-# removing the machines. Every step is printed as `$ command` followed by what it printed;
+# `getstartedlab` spread over both, scaled twice by editing the file and deploying again (the
+# second time with `docker stack deploy` when the docker CLI is installed), drain, a stopped
+# machine and its tasks moved, the machine back, `stack rm`, leaving the swarm and removing
+# the machines. Every step is printed as `$ command` followed by what it printed;
 # README.md next to this script walks through it. The steps run in a temporary directory that
-# holds a copy of docker-compose.yml (the scaling step edits the copy).
+# holds a copy of docker-compose.yml (the scaling steps edit the copy).
 #
 # Needs root (machines are network namespaces) and the `ip`, `unshare` and `nsenter` commands.
 #
@@ -159,6 +160,8 @@ note "List the machines and get their IP addresses"
 step "shoal machine ls"
 step "shoal machine ip $VM1"
 IP1="$OUT"
+step "shoal machine ip $VM2"
+IP2="$OUT"
 
 note "Make $VM1 a swarm manager"
 step "shoal machine ssh $VM1 \"shoal swarm init --advertise-addr $IP1\""
@@ -188,19 +191,33 @@ wait_until "5 tasks running, on both machines" \
 step "shoal stack ls"
 step "shoal stack services $STACK"
 step "shoal stack ps $STACK"
-note "Port 4000 is published, but does not answer yet: the routing mesh is not in Shoal yet"
+note "The app answers on port 4000 of both machines: the routing mesh balances each request over the 5 replicas, wherever they run (the hostname is the task's)"
+export IP1 IP2
+wait_until "port 4000 answering on both machines" \
+    'curl -sf -m 2 "http://$IP1:4000/" >/dev/null && curl -sf -m 2 "http://$IP2:4000/" >/dev/null'
+step "curl -s http://$IP1:4000/"
+step "for i in \$(seq 20); do curl -s http://$IP1:4000/hostname; done | sort | uniq -c"
+step "for i in \$(seq 20); do curl -s http://$IP2:4000/hostname; done | sort | uniq -c"
 
 note "Scale the app: edit the replicas in docker-compose.yml and deploy again, from this shell"
-step "sed -i 's/replicas: 5/replicas: 7/' docker-compose.yml"
+step "sed -i 's/replicas: 5/replicas: 6/' docker-compose.yml"
 step "shoal stack deploy -c docker-compose.yml $STACK"
-wait_until "7 tasks running" 'a=$(running_on "$VM1") b=$(running_on "$VM2"); [ $((a + b)) = 7 ]'
+wait_until "6 tasks running" 'a=$(running_on "$VM1") b=$(running_on "$VM2"); [ $((a + b)) = 6 ]'
 step "shoal stack services $STACK"
 if command -v docker >/dev/null; then
-    note "The docker CLI talks to the same manager"
+    note "The docker CLI talks to the same manager: scale again with docker stack deploy"
+    step "sed -i 's/replicas: 6/replicas: 7/' docker-compose.yml"
+    step "docker stack deploy -c docker-compose.yml $STACK"
+    wait_until "7 tasks running" 'a=$(running_on "$VM1") b=$(running_on "$VM2"); [ $((a + b)) = 7 ]'
+    step "docker stack services $STACK"
     step "docker node ls"
     step "docker stack ps $STACK"
 else
-    note "(the docker CLI is not installed: docker node ls and docker stack ps skipped)"
+    note "(the docker CLI is not installed: docker stack deploy, docker node ls and docker stack ps skipped; scale again with shoal)"
+    step "sed -i 's/replicas: 6/replicas: 7/' docker-compose.yml"
+    step "shoal stack deploy -c docker-compose.yml $STACK"
+    wait_until "7 tasks running" 'a=$(running_on "$VM1") b=$(running_on "$VM2"); [ $((a + b)) = 7 ]'
+    step "shoal stack services $STACK"
 fi
 
 note "Drain $VM2: its tasks are shut down and started again on $VM1"
@@ -208,6 +225,9 @@ step "shoal node update --availability drain $VM2"
 wait_until "all 7 tasks on $VM1" '[ "$(running_on "$VM1")" = 7 ]'
 step "shoal node ls"
 step "shoal stack ps $STACK"
+note "The page still answers on both addresses, from the tasks on $VM1"
+step "for i in \$(seq 20); do curl -s http://$IP1:4000/hostname; done | sort | uniq -c"
+step "for i in \$(seq 20); do curl -s http://$IP2:4000/hostname; done | sort | uniq -c"
 
 note "Make $VM2 active again (running tasks stay where they are)"
 step "shoal node update --availability active $VM2"
@@ -234,6 +254,8 @@ step "shoal node ls"
 note "Clean up: remove the stack (its service and its network), unset the environment, leave the swarm, remove the machines"
 step "shoal stack rm $STACK"
 wait_until "the stack's tasks gone" '! manager stack ps "$STACK" >/dev/null 2>&1'
+wait_until "port 4000 closed" '! curl -s -m 2 "http://$IP1:4000/" >/dev/null'
+step "curl -s -m 2 http://$IP1:4000/ || echo \"port 4000: no answer\""
 step "shoal stack ls"
 step "shoal network ls"
 printf '\n%s$ %s%s\n' "$BOLD" "eval \$(shoal machine env -u)" "$PLAIN"

@@ -256,7 +256,32 @@ pub async fn process_probe(test: &HealthTest, spec: &RunSpec, timeout: Duration)
     let Some((prog, args)) = argv.split_first() else {
         return false;
     };
-    let mut cmd = tokio::process::Command::new(prog);
+    // A task with a network of its own is probed in it (through util-linux's nsenter, which
+    // also takes the user, since joining a namespace needs the daemon's privileges).
+    let mut cmd = match spec.netns.as_deref() {
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("nsenter");
+            c.arg(format!("--net={ns}"));
+            if let Some(gid) = plan.gid {
+                c.arg(format!("--setgid={gid}"));
+            }
+            if let Some(uid) = plan.uid {
+                c.arg(format!("--setuid={uid}"));
+            }
+            c.arg("--").arg(prog);
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new(prog);
+            if let Some(uid) = plan.uid {
+                c.uid(uid);
+            }
+            if let Some(gid) = plan.gid {
+                c.gid(gid);
+            }
+            c
+        }
+    };
     cmd.args(args)
         .env_clear()
         .envs(plan.env.iter().filter_map(|e| e.split_once('=')))
@@ -265,12 +290,6 @@ pub async fn process_probe(test: &HealthTest, spec: &RunSpec, timeout: Duration)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
-    if let Some(uid) = plan.uid {
-        cmd.uid(uid);
-    }
-    if let Some(gid) = plan.gid {
-        cmd.gid(gid);
-    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

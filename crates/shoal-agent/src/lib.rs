@@ -9,6 +9,7 @@ pub mod files;
 pub mod health;
 pub mod logs;
 pub mod mock;
+pub mod network;
 pub mod process;
 pub mod runtime;
 pub mod shim;

@@ -1,7 +1,10 @@
 //! The `process` runtime: each task is a host process, supervised by a per-task shim so that
 //! it survives a `kill -9` of the daemon and is adopted by the next one.
 //!
-//! The image is recorded, not pulled; there is no filesystem or network isolation. The task
+//! The image is recorded, not pulled; there is no filesystem or network isolation. The built-in
+//! images (`shoal/testimage`, `*/friendlyhello`) are the exception: given no
+//! `ContainerSpec.Command`, their tasks run `shoal testimage hello` (or `shoal testimage ARGS`
+//! with `Args`), `shoal` being the shim's executable; see [`resolve_command`]. The task
 //! gets a minimal environment (`PATH`, `HOME`, `HOSTNAME` when set) plus the spec's `env`, the
 //! spec's working directory (default `/`), and the spec's user (only when the daemon is root).
 //!
@@ -361,7 +364,51 @@ fn is_lost(dir: &Path) -> bool {
     }
 }
 
-/// Builds the execution plan: environment, user, working directory.
+/// The command line of `spec`'s task. A built-in image (see [`shoal_testimage`]) given no
+/// `ContainerSpec.Command` runs the test workload of the `shoal` executable: `shoal testimage
+/// ARGS...`, or `shoal testimage hello` without `Args`. Any other spec runs its command as it is.
+pub(crate) fn resolve_command(spec: &RunSpec, shoal: &Path) -> Result<Vec<String>, RuntimeError> {
+    if !spec.uses_image_entrypoint || !shoal_testimage::is_builtin_image(&spec.image) {
+        return Ok(spec.command.clone());
+    }
+    let program = shoal.to_str().ok_or_else(|| {
+        RuntimeError::InvalidSpec(format!(
+            "task {}: image {}: the shoal executable's path {} is not UTF-8",
+            spec.task_id,
+            spec.image,
+            shoal.display()
+        ))
+    })?;
+    let mut argv = vec![program.to_string(), shoal_testimage::SUBCOMMAND.to_string()];
+    if spec.command.is_empty() {
+        argv.push(shoal_testimage::DEFAULT_COMMAND.to_string());
+    } else {
+        argv.extend(spec.command.iter().cloned());
+    }
+    Ok(argv)
+}
+
+/// Checks `spec` and builds its execution plan: the command line (see [`resolve_command`];
+/// `shoal` is the executable of the built-in images' workload), then [`plan`].
+pub(crate) fn exec_plan(spec: &RunSpec, shoal: &Path) -> Result<ExecPlan, RuntimeError> {
+    let argv = resolve_command(spec, shoal)?;
+    if argv == spec.command {
+        spec.validate()?;
+    } else {
+        RunSpec {
+            command: argv.clone(),
+            uses_image_entrypoint: false,
+            ..spec.clone()
+        }
+        .validate()?;
+    }
+    Ok(ExecPlan {
+        argv,
+        ..plan(spec)?
+    })
+}
+
+/// Builds the execution plan: environment, user, working directory; the command as given.
 pub(crate) fn plan(spec: &RunSpec) -> Result<ExecPlan, RuntimeError> {
     let euid = nix::unistd::geteuid();
     let egid = nix::unistd::getegid();
@@ -492,8 +539,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn prepare(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
-        spec.validate()?;
-        let exec = plan(spec)?;
+        let exec = exec_plan(spec, &self.shim.program)?;
         let dir = self.task_dir(&spec.task_id)?;
         tokio::fs::create_dir_all(&dir)
             .await
@@ -864,6 +910,55 @@ mod tests {
         assert!(matches!(plan(&spec), Err(RuntimeError::InvalidSpec(_))));
         spec.dir = Some("relative".into());
         assert!(matches!(plan(&spec), Err(RuntimeError::InvalidSpec(_))));
+    }
+
+    #[test]
+    fn builtin_images_run_the_shoal_testimage_workload() {
+        let shoal = Path::new("/opt/shoal/bin/shoal");
+        let spec = |image: &str, command: &[&str], uses_image_entrypoint: bool| RunSpec {
+            image: image.into(),
+            uses_image_entrypoint,
+            ..RunSpec::new("t1", command.iter().map(|s| s.to_string()).collect())
+        };
+        let argv = |s: &RunSpec| exec_plan(s, shoal).map(|p| p.argv);
+        // No command, no args: the image's default command.
+        for image in [
+            "shoal/testimage",
+            "friendlyhello",
+            "john/friendlyhello:part2",
+        ] {
+            assert_eq!(
+                argv(&spec(image, &[], true)).expect("plan"),
+                vec!["/opt/shoal/bin/shoal", "testimage", "hello"],
+                "{image}"
+            );
+        }
+        // Args only: arguments of the entrypoint.
+        assert_eq!(
+            argv(&spec(
+                "docker.io/shoal/testimage:latest",
+                &["echo", "--udp"],
+                true
+            ))
+            .expect("plan"),
+            vec!["/opt/shoal/bin/shoal", "testimage", "echo", "--udp"]
+        );
+        // A command (here with args after it) replaces the entrypoint, as in Docker.
+        assert_eq!(
+            argv(&spec("shoal/testimage", &["sh", "-c", "true"], false)).expect("plan"),
+            vec!["sh", "-c", "true"]
+        );
+        // Other images run their args as the command; with nothing to run, Docker's error.
+        assert_eq!(
+            argv(&spec("busybox", &["sleep", "1"], true)).expect("plan"),
+            vec!["sleep", "1"]
+        );
+        let err = argv(&spec("busybox", &[], true)).expect_err("nothing to run");
+        assert!(err.to_string().contains("no command specified"), "{err}");
+        // The environment and directory are planned as for any task.
+        let p = exec_plan(&spec("friendlyhello", &[], true), shoal).expect("plan");
+        assert_eq!(p.dir, "/");
+        assert!(p.env.iter().any(|e| e.starts_with("PATH=")), "{:?}", p.env);
     }
 
     #[test]

@@ -41,14 +41,24 @@ pub struct RunSpec {
     /// `ContainerSpec.Command` followed by `ContainerSpec.Args`, already resolved. An empty
     /// command is rejected with "no command specified".
     pub command: Vec<String>,
+    /// `ContainerSpec.Command` was empty: `command` holds only `Args` (maybe none), and the
+    /// image's entrypoint and default command apply. The `process` runtime knows them only for
+    /// its built-in images (see `shoal_testimage`); for other images `command` runs as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uses_image_entrypoint: bool,
     /// `KEY=VALUE` entries, applied on top of the runtime's minimal environment.
     pub env: Vec<String>,
     /// Working directory (must exist).
     pub dir: Option<String>,
     /// `name`, `uid`, `name:group` or `uid:gid`.
     pub user: Option<String>,
-    /// Hostname the task should see (the `process` runtime only sets `HOSTNAME`).
+    /// Hostname the task should see: `HOSTNAME` in its environment, and its UTS namespace's
+    /// name when it has a network namespace of its own.
     pub hostname: Option<String>,
+    /// The network namespace the task runs in (`/run/netns/...`, made by the data plane);
+    /// `None`: the node's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
     /// Signal sent by `stop` when the caller gives none: `SIGTERM`, `TERM` or `15`.
     pub stop_signal: Option<String>,
     /// Time between the stop signal and SIGKILL when the task is removed or stopped by
@@ -96,10 +106,12 @@ impl RunSpec {
             task_id,
             image: String::new(),
             command,
+            uses_image_entrypoint: false,
             env: Vec::new(),
             dir: None,
             user: None,
             hostname: None,
+            netns: None,
             stop_signal: None,
             stop_grace: DEFAULT_STOP_GRACE,
             labels: HashMap::new(),

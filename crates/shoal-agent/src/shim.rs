@@ -116,6 +116,10 @@ fn run(dir: &Path, reporter: &mut Reporter) -> Result<(), String> {
     let plan = task.exec;
     // Secrets and configs: a mount namespace of the shim's own, inherited by the task.
     crate::files::enter_private_mounts(&task.mounts)?;
+    // Its own network (made by the data plane) and hostname.
+    if let Some(ns) = task.spec.netns.as_deref() {
+        enter_network(ns, task.spec.hostname.as_deref())?;
+    }
     let (program, args) = plan
         .argv
         .split_first()
@@ -217,6 +221,22 @@ fn run(dir: &Path, reporter: &mut Reporter) -> Result<(), String> {
 }
 
 /// Copies lines from a pipe into the log until the pipe closes.
+/// Moves the shim (and so the task it spawns) into the network namespace at `netns` and a
+/// UTS namespace of its own named `hostname`.
+fn enter_network(netns: &str, hostname: Option<&str>) -> Result<(), String> {
+    use nix::sched::CloneFlags;
+    let f = std::fs::File::open(netns)
+        .map_err(|e| format!("opening the task's network namespace {netns}: {e}"))?;
+    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("joining the task's network namespace {netns}: {e}"))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWUTS)
+        .map_err(|e| format!("creating the task's UTS namespace: {e}"))?;
+    if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).map_err(|e| format!("setting the hostname {h:?}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn spawn_pump<R: std::io::Read + Send + 'static>(
     pipe: R,
     stream: LogStream,

@@ -15,6 +15,7 @@
 //! running tasks instead of starting them again, so no task runs twice and none is leaked.
 
 use crate::health::{HealthCheck, HealthStatus};
+use crate::network::{HostNetwork, TaskNetwork};
 use crate::runtime::{MountedFile, Recovered, RunSpec, Runtime};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -81,6 +82,7 @@ pub fn run_spec(task: &Task) -> RunSpec {
         task_name: task.name(),
         image: c.image.clone().unwrap_or_default(),
         command: shoal_api::spec::command_line(&task.spec),
+        uses_image_entrypoint: c.command.as_ref().is_none_or(|c| c.is_empty()),
         env: c.env.clone().unwrap_or_default(),
         dir: c.dir.clone().filter(|d| !d.is_empty()),
         user: c.user.clone().filter(|u| !u.is_empty()),
@@ -88,14 +90,52 @@ pub fn run_spec(task: &Task) -> RunSpec {
         // stands in for the container's.
         hostname: c
             .hostname
-            .clone()
+            .as_deref()
             .filter(|h| !h.is_empty())
+            .map(|h| expand_template(h, task))
             .or_else(|| Some(task.id.chars().take(12).collect())),
+        netns: None,
         stop_signal: c.stop_signal.clone().filter(|s| !s.is_empty()),
         stop_grace: shoal_api::spec::stop_grace_period(&task.spec),
         labels,
         files: Vec::new(),
     }
+}
+
+/// Expands the placeholders Docker allows in a service's hostname (`{{.Service.Name}}`,
+/// `{{.Service.ID}}`, `{{.Task.Name}}`, `{{.Task.ID}}`, `{{.Task.Slot}}`, `{{.Node.ID}}`);
+/// anything else is left as written.
+pub fn expand_template(template: &str, task: &Task) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = rest[start + 2..start + end].trim();
+        let value = match inner {
+            ".Service.Name" => Some(task.service_name.clone()),
+            ".Service.ID" => Some(task.service_id.clone()),
+            ".Task.Name" => Some(task.runtime_name()),
+            ".Task.ID" => Some(task.id.clone()),
+            ".Task.Slot" => Some(if task.slot > 0 {
+                task.slot.to_string()
+            } else {
+                task.node_id.clone().unwrap_or_default()
+            }),
+            ".Node.ID" => Some(task.node_id.clone().unwrap_or_default()),
+            _ => None,
+        };
+        match value {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&rest[start..start + end + 2]),
+        }
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The files a task sees for the secrets and configs its spec references, from the data the
@@ -198,6 +238,7 @@ pub struct Worker {
     cfg: WorkerConfig,
     link: Arc<dyn ManagerLink>,
     runtimes: HashMap<String, Arc<dyn Runtime>>,
+    network: Arc<dyn TaskNetwork>,
 }
 
 impl Worker {
@@ -210,7 +251,14 @@ impl Worker {
             cfg,
             link,
             runtimes,
+            network: Arc::new(HostNetwork),
         }
+    }
+
+    /// The node's data plane (default: [`HostNetwork`], tasks share the node's network).
+    pub fn with_network(mut self, network: Arc<dyn TaskNetwork>) -> Self {
+        self.network = network;
+        self
     }
 
     /// Runs until `shutdown` turns true. Task processes are left running on shutdown (a
@@ -301,9 +349,11 @@ impl Worker {
                             tracing::warn!("assignment stream ended; re-registering");
                             continue 'session;
                         };
+                        let keep: HashSet<String> = set.tasks.iter().map(|a| a.task.id.clone()).collect();
                         self.reconcile(set, &mut controllers, &mut recovered, &report_tx).await;
                         if first_set {
                             first_set = false;
+                            self.network.retain(&keep).await;
                             // Leftovers the manager no longer knows about.
                             for (id, (_, rt)) in recovered.drain() {
                                 tracing::info!(task = %id, "removing a task the manager no longer assigns");
@@ -345,6 +395,7 @@ impl Worker {
         report: &mpsc::UnboundedSender<StatusUpdate>,
     ) {
         let ids: HashSet<String> = set.tasks.iter().map(|a| a.task.id.clone()).collect();
+        self.network.update(&set.network).await;
         for a in set.tasks {
             let t = &a.task;
             if let Some(c) = controllers.get(&t.id) {
@@ -404,6 +455,7 @@ impl Worker {
                 a.task.clone(),
                 files,
                 Arc::clone(&runtime),
+                Arc::clone(&self.network),
                 drx,
                 report.clone(),
                 rec.map(|(r, _)| r),
@@ -440,11 +492,32 @@ fn status(state: TaskState, message: &str) -> TaskStatus {
     TaskStatus::new(state, message)
 }
 
-/// Drives one task through its states.
+/// Runs one task's controller, then releases its network.
 async fn run_controller(
     task: Task,
     files: Vec<MountedFile>,
     runtime: Arc<dyn Runtime>,
+    network: Arc<dyn TaskNetwork>,
+    desired: watch::Receiver<TaskState>,
+    report: mpsc::UnboundedSender<StatusUpdate>,
+    recovered: Option<Recovered>,
+) {
+    let attached = !task.networks.is_empty();
+    let id = task.id.clone();
+    drive(task, files, runtime, &*network, desired, report, recovered).await;
+    // The task's process has ended (or never started): its addresses go back to the pool, so
+    // its namespace goes now rather than when the task leaves the set.
+    if attached {
+        network.detach(&id).await;
+    }
+}
+
+/// Drives one task through its states.
+async fn drive(
+    task: Task,
+    mut files: Vec<MountedFile>,
+    runtime: Arc<dyn Runtime>,
+    network: &dyn TaskNetwork,
     mut desired: watch::Receiver<TaskState>,
     report: mpsc::UnboundedSender<StatusUpdate>,
     recovered: Option<Recovered>,
@@ -457,6 +530,31 @@ async fn run_controller(
         });
     };
     let mut spec = run_spec(&task);
+    if !task.networks.is_empty()
+        && !matches!(recovered, Some(Recovered::Exited(_) | Recovered::Gone))
+    {
+        let hostname = spec.hostname.clone().unwrap_or_default();
+        match network.attach(&task, &hostname).await {
+            Ok(Some(a)) => {
+                spec.netns = Some(a.netns.to_string_lossy().into_owned());
+                if !matches!(recovered, Some(Recovered::Running)) {
+                    files.extend(a.files);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = report.send(StatusUpdate {
+                    task_id: id.clone(),
+                    status: {
+                        let mut st = status(TaskState::Rejected, "network attachment failed");
+                        st.err = Some(e);
+                        st
+                    },
+                });
+                return;
+            }
+        }
+    }
     spec.files = files;
     let wants_stop = |d: TaskState| d > TaskState::Running;
     let health = health_check_for(&task, runtime.as_ref());
@@ -684,6 +782,7 @@ mod tests {
             labels: HashMap::new(),
             job_iteration: None,
             service_labels: None,
+            networks: Vec::new(),
         }
     }
 

@@ -27,6 +27,9 @@ pub struct AssignmentSet {
     /// The configs the set's tasks reference, like `secrets`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<DependencyData>,
+    /// The data plane the node must build (overlays, services, backends).
+    #[serde(default)]
+    pub network: crate::netmap::NetworkMap,
 }
 
 /// The data of one secret or config handed to a node with the tasks that use it.

@@ -11,6 +11,7 @@
 
 pub mod dispatch;
 pub mod id;
+pub mod netmap;
 pub mod objects;
 pub mod spec;
 pub mod state;

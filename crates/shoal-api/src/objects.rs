@@ -167,6 +167,11 @@ pub struct Node {
     /// Where the node's node-to-node server listens (`host:2377`), to reach its Logs service.
     #[serde(default)]
     pub addr_port: String,
+    /// The node's own address on each overlay it takes part in (network ID -> `a.b.c.d/len`),
+    /// allocated by the managers: the gateway of its tasks there and the source address of
+    /// the routing mesh (Docker's per-node load-balancer attachment).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub network_addresses: std::collections::BTreeMap<String, String>,
 }
 
 impl Node {
@@ -302,6 +307,11 @@ pub struct Task {
     /// tasks stored before the copy existed (the filter then reads the live service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_labels: Option<HashMap<String, String>>,
+    /// The task's attachments to overlay networks with its address on each, allocated when
+    /// the task leaves `new` (ingress first when the service publishes ports in ingress mode,
+    /// then the spec's networks in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<crate::netmap::TaskAttachment>,
 }
 
 impl Task {

@@ -355,6 +355,16 @@ pub fn normalized_task_spec(t: &engine::TaskSpec) -> engine::TaskSpec {
         if c.init == Some(false) {
             c.init = None;
         }
+        // docker 28's stack deploy sends `Privileges: {NoNewPrivileges: false}` where other
+        // clients send nothing: the same spec (swarmkit compares the defaults alike).
+        if let Some(p) = c.privileges.as_mut() {
+            if p.no_new_privileges == Some(false) {
+                p.no_new_privileges = None;
+            }
+        }
+        if c.privileges == Some(Default::default()) {
+            c.privileges = None;
+        }
         for v in [&mut c.env, &mut c.args, &mut c.command] {
             if v.as_ref().is_some_and(|v| v.is_empty()) {
                 *v = None;
@@ -406,6 +416,32 @@ mod tests {
             mode,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn default_privileges_are_no_privileges() {
+        let t = |privileges: Option<engine::TaskSpecContainerSpecPrivileges>| engine::TaskSpec {
+            container_spec: Some(engine::TaskSpecContainerSpec {
+                image: Some("busybox".into()),
+                privileges,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let docker = engine::TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(false),
+            ..Default::default()
+        };
+        let set = engine::TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(true),
+            ..Default::default()
+        };
+        assert!(same_task_spec(Some(&t(None)), Some(&t(Some(docker)))));
+        assert!(same_task_spec(
+            Some(&t(None)),
+            Some(&t(Some(Default::default())))
+        ));
+        assert!(!same_task_spec(Some(&t(None)), Some(&t(Some(set)))));
     }
 
     #[test]

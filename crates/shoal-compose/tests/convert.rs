@@ -108,7 +108,7 @@ fn get_started_file_converts_like_docker_stack_deploy() {
                 "ContainerSpec": {
                     "Image": "username/repo:tag",
                     "Labels": {"com.docker.stack.namespace": "getstartedlab"},
-                    "Privileges": {}
+                    "Privileges": {"NoNewPrivileges": false}
                 },
                 "Resources": {
                     "Limits": {"NanoCPUs": 100_000_000, "MemoryBytes": 52_428_800}
@@ -433,7 +433,7 @@ fn full_service_converts_every_field() {
                     ],
                     "Dir": "/srv",
                     "User": "1000:1000",
-                    "Privileges": {},
+                    "Privileges": {"NoNewPrivileges": false},
                     "TTY": true,
                     "OpenStdin": true,
                     "ReadOnly": true,

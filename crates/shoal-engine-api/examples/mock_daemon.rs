@@ -77,6 +77,7 @@ async fn reconcile(b: &MockBackend) {
                     labels: Default::default(),
                     job_iteration: None,
                     service_labels: None,
+                    networks: Vec::new(),
                 });
             }
         }

@@ -428,6 +428,7 @@ mod tests {
             labels: Default::default(),
             job_iteration: None,
             service_labels: None,
+            networks: Vec::new(),
         };
         let v = serde_json::to_value(task(&t)).unwrap_or_default();
         assert_eq!(v["Spec"]["ContainerSpec"]["Image"], "");

@@ -203,6 +203,7 @@ impl SwarmBackend for MockBackend {
                 raft_id: 1,
             }),
             addr_port: format!("{host}:2377"),
+            network_addresses: Default::default(),
         };
         self.store
             .update(|tx| {

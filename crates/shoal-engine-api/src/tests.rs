@@ -130,6 +130,7 @@ fn task(
         labels: Default::default(),
         job_iteration: None,
         service_labels: None,
+        networks: Vec::new(),
     }
 }
 

@@ -30,7 +30,8 @@ pub trait Host {
     fn alive(&self, pid: u32) -> bool;
     /// SIGTERM, then SIGKILL after a bound; returns once the process is gone.
     fn stop_pid(&self, pid: u32) -> Result<(), MachineError>;
-    /// SIGKILL to every process still in the namespace.
+    /// SIGKILL to every process still in the namespace, and in the task namespaces its
+    /// daemon made (which are then removed).
     fn kill_netns_pids(&self, netns: &str);
     /// Starts the machine's daemon in its namespace and a new UTS namespace; returns its pid.
     /// `args` are the daemon flags after the fixed ones (API over TCP with TLS, resources).
@@ -126,7 +127,7 @@ impl Host for RealHost {
     }
 
     fn daemon_alive(&self, pid: u32, socket: &Path) -> bool {
-        // Every step from `ip netns exec` to the daemon carries the socket path in its argv.
+        // Every step from `nsenter` to the daemon carries the socket path in its argv.
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             return false;
         };
@@ -159,22 +160,15 @@ impl Host for RealHost {
     }
 
     fn kill_netns_pids(&self, netns: &str) {
-        for _ in 0..3 {
-            let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() else {
-                return;
-            };
-            let pids: Vec<libc::pid_t> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            if pids.is_empty() {
-                return;
-            }
-            for p in pids {
-                // SAFETY: kill with a valid signal number.
-                unsafe { libc::kill(p, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let tasks = owned_task_namespaces(netns);
+        for t in tasks.iter().map(String::as_str).chain([netns]) {
+            kill_pids_in(t);
+        }
+        for t in &tasks {
+            let _ = Command::new("ip")
+                .args(["netns", "del", t])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 
@@ -194,8 +188,12 @@ impl Host for RealHost {
         let log2 = log
             .try_clone()
             .map_err(|e| MachineError::Io(p.log().display().to_string(), e))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &rec.netns(), "unshare", "--uts", "sh", "-c"])
+        // Only the network (and UTS) namespace changes: the daemon shares the host's mount
+        // namespace, so the task namespaces it mounts under /run/netns are visible from the
+        // host (`ip netns exec` would give it a private mount namespace hiding them).
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", rec.netns()))
+            .args(["--", "unshare", "--uts", "sh", "-c"])
             .arg(
                 "hostname \"$1\" && exe=\"$2\" && data=\"$3\" && sock=\"$4\" && ip=\"$5\" && shift 5 && \
                  exec \"$exe\" daemon --data-root \"$data\" -H \"unix://$sock\" \
@@ -288,5 +286,54 @@ impl Host for RealHost {
                 255
             }
         }
+    }
+}
+
+/// The task namespaces (`/run/netns/shtask-*`) a machine's daemon made: their `lo` carries
+/// the mark of the node's namespace (`shoal-node:DEV:INODE`, see `shoal_net::kernel`).
+fn owned_task_namespaces(netns: &str) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(format!("/run/netns/{netns}")) else {
+        return Vec::new();
+    };
+    let mark = format!("shoal-node:{}:{}", meta.dev(), meta.ino());
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("shtask-"))
+        .filter(|n| {
+            Command::new("ip")
+                .args(["-n", n, "-o", "link", "show", "lo"])
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .any(|w| w == mark)
+                })
+        })
+        .collect()
+}
+
+/// SIGKILL to every process in a namespace, a few rounds (a dying parent may spawn).
+fn kill_pids_in(netns: &str) {
+    for _ in 0..3 {
+        let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() else {
+            return;
+        };
+        let pids: Vec<libc::pid_t> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            // SAFETY: kill with a valid signal number.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -1038,7 +1038,7 @@ fn run_daemon(h: &dyn host::Host, root: &Path, rec: &mut Record) -> Result<(), M
     save(root, rec)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while h.ping(&p.socket()).is_err() {
-        // While it execs its way from `ip netns exec` to the daemon, its command line can be
+        // While it execs its way from `nsenter` to the daemon, its command line can be
         // briefly empty: only whether it still exists counts here.
         if !h.alive(pid) || Instant::now() > deadline {
             let _ = h.stop_pid(pid);

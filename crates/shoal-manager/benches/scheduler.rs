@@ -52,6 +52,7 @@ fn node(i: usize) -> Node {
         role: NodeRole::Worker,
         manager_status: None,
         addr_port: String::new(),
+        network_addresses: Default::default(),
     }
 }
 
@@ -70,6 +71,7 @@ fn task(i: usize, service: &str, spec: &engine::TaskSpec) -> Task {
         labels: HashMap::new(),
         job_iteration: None,
         service_labels: None,
+        networks: Vec::new(),
     }
 }
 

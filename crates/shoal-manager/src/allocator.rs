@@ -1,7 +1,7 @@
 //! The allocator: moves new tasks to `pending` once they may be scheduled.
 //!
 //! ```text
-//!  new ──(start gates open)──► [hook: network attachments, task IPs, host ports] ──► pending
+//!  new ──(start gates open)──► network attachments + task addresses ([`addresses`]) ──► pending
 //!   │      shoal.start-after  = not before this time (restart delay)
 //!   │      shoal.wait-for     = not before that task stopped (stop-first update, drain)
 //!   └─ desired shutdown/remove before it was ever pending ──► shutdown
@@ -10,9 +10,14 @@
 //! Services' published ports are allocated here too ([`endpoint`]): each pass gives every
 //! service whose `Endpoint` does not match its spec one (`SetEndpoint`), ingress ports the spec
 //! leaves 0 taken from 30000-32767. Tasks do not wait for it (nothing routes to the published
-//! ports yet). Network attachments and task addresses come later: [`allocate`] is the hook
-//! where they will be reserved before a task turns pending. Today it accepts every task.
+//! ports yet). The same pass gives services their virtual IPs, tasks their addresses on the
+//! networks they attach to (ingress when the service publishes in ingress mode, then the
+//! spec's networks), and nodes their own address on each overlay they take part in, from one
+//! [`addresses::AddressBook`] so nothing handed out in a pass collides. A task attached to no
+//! network is released by the orchestrator that creates it ([`release_created`]); one that
+//! needs addresses waits for this pass.
 
+pub mod addresses;
 pub mod endpoint;
 
 use crate::orchestrator::{wants_to_run, Intent, Plan};
@@ -70,22 +75,22 @@ pub fn hold(state: &StoreState, t: &Task, now: DateTime<Utc>) -> Option<Hold> {
     None
 }
 
-/// The allocation hook: reserves what `t` needs before it can be scheduled. Network
-/// attachments, IP addresses and published ports will be allocated here; `Err` will keep the
-/// task new with the reason. Nothing to allocate yet.
-pub fn allocate(_state: &StoreState, _t: &Task) -> Result<(), String> {
-    Ok(())
+/// Whether a task can be released without an allocation pass: it is attached to no network
+/// (its addresses are given by [`plan`], which sees every address handed out in one pass).
+fn needs_no_addresses(state: &StoreState, t: &Task) -> bool {
+    let svc = state.services.get(&t.service_id);
+    addresses::task_networks(state, svc, Some(&*t.spec)).is_ok_and(|n| n.is_empty())
 }
 
 /// Releases a task the orchestrator is about to create, in memory: when no gate holds it
-/// and the allocation hook accepts it, it becomes `pending` exactly as [`plan`] would make it
+/// and it is attached to no network, it becomes `pending` exactly as [`plan`] would make it
 /// in a later transaction. Returns whether it was released (a held task stays `new`, for
 /// [`plan`] to release when its gate opens).
 pub fn release_created(state: &StoreState, t: &mut Task, now: DateTime<Utc>) -> bool {
     if t.status.state != TaskState::New || !wants_to_run(t.desired_state) {
         return false;
     }
-    if hold(state, t, now).is_some() || allocate(state, t).is_err() {
+    if hold(state, t, now).is_some() || !needs_no_addresses(state, t) {
         return false;
     }
     t.status.state = TaskState::Pending;
@@ -98,13 +103,18 @@ pub fn release_created(state: &StoreState, t: &mut Task, now: DateTime<Utc>) -> 
 pub fn plan(state: &StoreState, now: DateTime<Utc>) -> Plan {
     let mut plan = Plan::default();
     let mut ports = endpoint::PortMap::of(state);
+    let mut book = addresses::AddressBook::of(state);
     for s in state.services.values() {
         match endpoint::allocate(s, &mut ports) {
-            Ok(e) if endpoint::needs_write(s, &e) => plan.push(Intent::SetEndpoint {
-                service_id: s.id.clone(),
-                endpoint: Box::new(e),
-            }),
-            Ok(_) => {}
+            Ok(mut e) => {
+                e.virtual_ips = addresses::virtual_ips(state, &mut book, s);
+                if endpoint::needs_write(s, &e) {
+                    plan.push(Intent::SetEndpoint {
+                        service_id: s.id.clone(),
+                        endpoint: Box::new(e),
+                    });
+                }
+            }
             Err(e) => tracing::debug!(service = %s.id, error = %e, "port allocation failed"),
         }
     }
@@ -129,16 +139,22 @@ pub fn plan(state: &StoreState, now: DateTime<Utc>) -> Plan {
             Some(Hold::WaitFor(_)) => continue,
             None => {}
         }
-        if let Err(e) = allocate(state, t) {
-            tracing::debug!(task = %t.id, error = %e, "allocation failed");
-            continue;
+        match addresses::attach(state, &mut book, t) {
+            Ok(networks) => plan.push(Intent::Release {
+                task_id: t.id.clone(),
+                networks,
+            }),
+            Err(e) => tracing::debug!(task = %t.id, error = %e, "allocation failed"),
         }
-        plan.push(Intent::SetStatus {
-            task_id: t.id.clone(),
-            from: TaskState::New,
-            to: TaskState::Pending,
-            message: PENDING_MESSAGE.into(),
-        });
+    }
+    for n in state.nodes.values() {
+        let want = addresses::node_addresses(state, &mut book, &n.id);
+        if want != n.network_addresses {
+            plan.push(Intent::SetNodeAddresses {
+                node_id: n.id.clone(),
+                addresses: want,
+            });
+        }
     }
     plan
 }
@@ -153,11 +169,7 @@ mod tests {
         p.intents
             .iter()
             .filter_map(|i| match i {
-                Intent::SetStatus {
-                    task_id,
-                    to: TaskState::Pending,
-                    ..
-                } => Some(task_id.clone()),
+                Intent::Release { task_id, .. } => Some(task_id.clone()),
                 _ => None,
             })
             .collect()

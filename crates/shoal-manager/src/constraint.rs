@@ -342,6 +342,7 @@ mod tests {
             role: NodeRole::Worker,
             manager_status: None,
             addr_port: String::new(),
+            network_addresses: Default::default(),
         }
     }
 

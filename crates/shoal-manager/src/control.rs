@@ -1102,6 +1102,7 @@ mod tests {
                 raft_id: 1,
             }),
             addr_port: "10.0.0.1:2377".into(),
+            network_addresses: Default::default(),
         }
     }
 
@@ -1559,6 +1560,7 @@ mod tests {
             labels: Default::default(),
             job_iteration: None,
             service_labels: None,
+            networks: Vec::new(),
         };
         c.store()
             .update(|tx| tx.create(Object::Task(task)))

@@ -344,8 +344,8 @@ impl Dispatcher {
 
 /// What an assignment set is made of, without copying it: per task (sorted by ID) its ID, its
 /// version (every write of a task changes it) and a hash of what the set takes from its
-/// service (registry credentials, runtime).
-type Fingerprint = Vec<(String, u64, u64)>;
+/// service (registry credentials, runtime); and a hash of the node's network map.
+type Fingerprint = (Vec<(String, u64, u64)>, u64);
 
 fn on_node<'a>(s: &'a StoreState, node_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
     s.tasks_on_node(node_id)
@@ -377,6 +377,7 @@ fn build_set(s: &StoreState, node_id: &str) -> AssignmentSet {
         tasks,
         secrets,
         configs,
+        network: crate::netmap::build(s, node_id),
     }
 }
 
@@ -428,7 +429,7 @@ fn dependencies<'a>(
 
 fn fingerprint(s: &StoreState, node_id: &str) -> Fingerprint {
     use std::hash::{Hash, Hasher};
-    let mut fp: Fingerprint = on_node(s, node_id)
+    let mut fp: Vec<(String, u64, u64)> = on_node(s, node_id)
         .map(|t| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             from_service(s, t).hash(&mut h);
@@ -442,17 +443,36 @@ fn fingerprint(s: &StoreState, node_id: &str) -> Fingerprint {
         })
         .collect();
     fp.sort_unstable();
-    fp
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    crate::netmap::build(s, node_id).hash(&mut h);
+    (fp, h.finish())
 }
 
-/// Whether a store event may change `node`'s assignment set.
+/// Whether a store event may change `node`'s assignment set or network map: its own tasks,
+/// services, secrets, configs, nodes and networks, and another node's task when whether it
+/// takes traffic (or where) changed.
 fn concerns(ev: &shoal_store::Event, node: &str) -> bool {
     let on = |o: &Object| match o {
         Object::Task(t) => t.node_id.as_deref() == Some(node),
-        Object::Service(_) | Object::Secret(_) | Object::Config(_) => true,
+        Object::Service(_)
+        | Object::Secret(_)
+        | Object::Config(_)
+        | Object::Node(_)
+        | Object::Network(_) => true,
         _ => false,
     };
-    on(&ev.object) || ev.old.as_ref().is_some_and(on)
+    fn serving(o: Option<&Object>) -> Option<(bool, &[shoal_api::netmap::TaskAttachment])> {
+        match o {
+            Some(Object::Task(t)) => Some((
+                t.status.state == TaskState::Running && t.desired_state == TaskState::Running,
+                &t.networks,
+            )),
+            _ => None,
+        }
+    }
+    on(&ev.object)
+        || ev.old.as_ref().is_some_and(on)
+        || serving(Some(&ev.object)) != serving(ev.old.as_ref())
 }
 
 #[cfg(test)]
@@ -547,25 +567,31 @@ mod tests {
         assert_eq!(set.tasks.len(), 1);
         assert_eq!(set.tasks[0].task.id, a_id);
         assert!(d.changed_set("a", Some(&fp)).is_none(), "nothing changed");
-        let bump = |id: String| {
+        let bump = |id: String, state: TaskState| {
             let store = store.clone();
             async move {
                 store
                     .update(|tx| {
                         let mut t = tx.get_task(&id).expect("task");
-                        t.status.state = TaskState::Running;
+                        t.status.state = state;
                         tx.update(Object::Task(t))
                     })
                     .await
                     .expect("update")
             }
         };
-        bump(b_id).await;
+        bump(b_id.clone(), TaskState::Starting).await;
         assert!(
             d.changed_set("a", Some(&fp)).is_none(),
-            "another node's task"
+            "another node's task, not taking traffic"
         );
-        bump(a_id).await;
+        // Another node's task that starts taking traffic changes the service's backends in
+        // every node's network map.
+        bump(b_id.clone(), TaskState::Running).await;
+        let (set, fp) = d.changed_set("a", Some(&fp)).expect("a new backend");
+        assert_eq!(set.network.services[0].backends.len(), 1);
+        assert_eq!(set.network.services[0].backends[0].task_id, b_id);
+        bump(a_id, TaskState::Running).await;
         let (set, fp) = d.changed_set("a", Some(&fp)).expect("its task changed");
         assert_eq!(set.tasks[0].task.status.state, TaskState::Running);
         store

@@ -14,6 +14,7 @@ pub mod dispatcher;
 pub mod guard;
 pub mod ipam;
 pub mod manager;
+pub mod netmap;
 pub mod objects;
 pub mod orchestrator;
 pub mod reaper;

@@ -735,6 +735,7 @@ mod tests {
             role: NodeRole::Worker,
             manager_status: None,
             addr_port: String::new(),
+            network_addresses: Default::default(),
         }
     }
 
@@ -764,6 +765,7 @@ mod tests {
             labels: Map::new(),
             job_iteration: None,
             service_labels: None,
+            networks: Vec::new(),
         }
     }
 

@@ -347,6 +347,7 @@ fn task(id: &str) -> Task {
         labels: HashMap::new(),
         job_iteration: None,
         service_labels: None,
+        networks: Vec::new(),
     }
 }
 

@@ -270,6 +270,7 @@ mod tests {
             labels: Default::default(),
             job_iteration: None,
             service_labels: None,
+            networks: Vec::new(),
         }
     }
 

@@ -80,7 +80,19 @@ fn endpoint_flow(cli: Cli, ip: &str) {
         svc["Endpoint"]["Spec"], svc["Spec"]["EndpointSpec"],
         "{svc}"
     );
-    assert!(svc["Endpoint"].get("VirtualIPs").is_none(), "{svc}");
+    // Ports published in ingress mode give the service a virtual IP on ingress (as Docker).
+    let vips = svc["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .expect("VirtualIPs");
+    let ingress = d.get_json("/networks/ingress");
+    assert_eq!(vips.len(), 1, "{svc}");
+    assert_eq!(vips[0]["NetworkID"], ingress["Id"], "{svc}");
+    assert!(
+        vips[0]["Addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.0.0.") && a.ends_with("/24")),
+        "{svc}"
+    );
     let fixed = d.get_json("/services/fixed");
     assert_eq!(
         fixed["Endpoint"]["Ports"][0]["PublishedPort"], 8080,

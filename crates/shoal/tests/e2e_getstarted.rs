@@ -1,6 +1,7 @@
 //! End to end, as root: `examples/getstarted/getstarted.sh` (Docker's get-started part 4 with
 //! Shoal machines: the guide's `docker-compose.yml` deployed as the stack `getstartedlab`,
-//! scaled from 5 to 7 replicas by deploying the edited file again, a drained node, a stopped
+//! scaled from 5 to 6 replicas by deploying the edited file again, to 7 by deploying it with
+//! `docker stack deploy` (with `shoal` when the docker CLI is absent), a drained node, a stopped
 //! machine, `stack rm`) runs on an isolated storage path, bridge and subnet, and what each step
 //! printed is checked against what Docker prints at that point of the guide. Afterwards nothing
 //! of the run may be left on the host: no namespace, no link, no process, no file. A guard
@@ -426,6 +427,33 @@ fn running_nodes(step: &Step) -> Vec<String> {
     running.iter().map(|r| r["NODE"].clone()).collect()
 }
 
+/// The IDs (12 characters, as `stack ps` shows them: the tasks' hostnames) of the running
+/// tasks of a `stack ps` table.
+fn running_ids(step: &Step) -> BTreeSet<String> {
+    step.rows("ID")
+        .into_iter()
+        .filter(|r| r["DESIRED STATE"] == "Running" && r["CURRENT STATE"].starts_with("Running"))
+        .map(|r| r["ID"].clone())
+        .collect()
+}
+
+/// The step the script prints for 20 requests to `ip`'s port 4000.
+fn mesh_loop(ip: &str) -> String {
+    format!("for i in $(seq 20); do curl -s http://{ip}:4000/hostname; done | sort | uniq -c")
+}
+
+/// `uniq -c` output: hostname -> count.
+fn hostname_counts(step: &Step) -> std::collections::BTreeMap<String, u32> {
+    step.said()
+        .iter()
+        .map(|l| {
+            let w = words(l);
+            assert_eq!(w.len(), 2, "`{}` printed {l:?}:\n{}", step.cmd, step.text());
+            (w[1].to_string(), w[0].parse().expect("a count"))
+        })
+        .collect()
+}
+
 fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
 }
@@ -449,7 +477,7 @@ fn assert_web_service(step: &Step, replicas: &str) -> String {
             "getstartedlab_web",
             "replicated",
             replicas,
-            "busybox:latest",
+            "shoal/friendlyhello:latest",
             "*:4000->80/tcp"
         ),
         "`{}`:\n{}",
@@ -491,6 +519,27 @@ fn assert_node(step: &Step, host: &str, status: &str, availability: &str, manage
         step.cmd,
         step.text()
     );
+}
+
+/// Checks what a `stack deploy` of the edited file printed (docker's lines, from either CLI):
+/// the notice about `--detach`, then only the update of the stack's existing service.
+#[track_caller]
+fn assert_updated(deploy: &Step, web_id: &str) {
+    let said = deploy.said();
+    assert_eq!(said.len(), 3, "`{}`:\n{}", deploy.cmd, deploy.text());
+    assert_eq!(
+        said[..2],
+        DETACH_NOTICE,
+        "`{}`:\n{}",
+        deploy.cmd,
+        deploy.text()
+    );
+    let id = said[2]
+        .strip_prefix("Updating service getstartedlab_web (id: ")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("`{}`:\n{}", deploy.cmd, deploy.text()));
+    assert_eq!(id.len(), 25, "{}", deploy.text());
+    assert!(id.starts_with(web_id), "{id} is not {web_id}");
 }
 
 #[track_caller]
@@ -563,6 +612,8 @@ fn e2e_getstarted_guide_scenario() {
     }
     let ip = s.expect(&format!("shoal machine ip {VM1}"));
     assert_eq!(ip.lines[0], "10.98.10.2", "{}", ip.text());
+    let ip = s.expect(&format!("shoal machine ip {VM2}"));
+    assert_eq!(ip.lines[0], "10.98.10.3", "{}", ip.text());
 
     // swarm init on myvm1: docker's text and a join command at myvm1's ip:2377.
     let init = s.expect(&format!(
@@ -650,24 +701,52 @@ fn e2e_getstarted_guide_scenario() {
     );
     assert_slots(ps, 5);
 
-    // Replicas edited to 7 in the file, deployed again from the host: the service is updated
-    // in place (same id, the network is not created again) and runs 7 tasks.
-    s.expect("sed -i 's/replicas: 5/replicas: 7/' docker-compose.yml");
+    // The routing mesh: the page on myvm1's port 4000, then 20 requests to each machine are
+    // answered by all 5 tasks (the hostname is the task's ID, as `stack ps` shows it).
+    let five = running_ids(ps);
+    assert_eq!(five.len(), 5, "{}", ps.text());
+    let page = s.expect("curl -s http://10.98.10.2:4000/");
+    let text = page.text();
+    assert!(
+        text.contains("<h3>Hello world!</h3><b>Hostname:</b> ")
+            && text.contains("<b>Visits:</b> <i>cannot connect to Redis, counter disabled</i>")
+            && five.iter().any(|h| text.contains(h.as_str())),
+        "{text}"
+    );
+    for ip in ["10.98.10.2", "10.98.10.3"] {
+        let counts = hostname_counts(s.expect(&mesh_loop(ip)));
+        assert_eq!(counts.values().sum::<u32>(), 20, "{ip}: {counts:?}");
+        assert_eq!(
+            counts.keys().cloned().collect::<BTreeSet<_>>(),
+            five,
+            "{ip} balanced over every task: {counts:?}"
+        );
+    }
+
+    // Replicas edited to 6 in the file, deployed again from the host: the service is updated
+    // in place (same id, the network is not created again) and runs 6 tasks.
+    s.expect("sed -i 's/replicas: 5/replicas: 6/' docker-compose.yml");
     let deploy = s.expect(&format!("shoal stack deploy -c docker-compose.yml {STACK}"));
-    let said = deploy.said();
-    assert_eq!(said.len(), 3, "{}", deploy.text());
-    assert_eq!(said[..2], DETACH_NOTICE, "{}", deploy.text());
-    let id = said[2]
-        .strip_prefix("Updating service getstartedlab_web (id: ")
-        .and_then(|r| r.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("{}", deploy.text()));
-    assert_eq!(id.len(), 25, "{}", deploy.text());
-    assert!(id.starts_with(&web_id), "{id} is not {web_id}");
+    assert_updated(deploy, &web_id);
     assert_eq!(
-        assert_web_service(s.expect(&format!("shoal stack services {STACK}")), "7/7"),
+        assert_web_service(s.expect(&format!("shoal stack services {STACK}")), "6/6"),
         web_id
     );
-    if common::docker_cli().is_some() {
+    // Edited to 7 and deployed again, by the docker CLI when it is installed (by shoal
+    // otherwise): docker prints the same lines and the same service scales to 7.
+    s.expect("sed -i 's/replicas: 6/replicas: 7/' docker-compose.yml");
+    let cli = if common::docker_cli().is_some() {
+        "docker"
+    } else {
+        "shoal"
+    };
+    let deploy = s.expect(&format!("{cli} stack deploy -c docker-compose.yml {STACK}"));
+    assert_updated(deploy, &web_id);
+    assert_eq!(
+        assert_web_service(s.expect(&format!("{cli} stack services {STACK}")), "7/7"),
+        web_id
+    );
+    if cli == "docker" {
         let docker = s.expect("docker node ls");
         assert_node(docker, VM1, "Ready", "Active", "Leader");
         assert_node(docker, VM2, "Ready", "Active", "");
@@ -680,6 +759,8 @@ fn e2e_getstarted_guide_scenario() {
             ps.text()
         );
         assert_slots(ps, 7);
+        // Scaling replaced no task: only running ones are listed.
+        assert_eq!(ps.rows("ID").len(), 7, "{}", ps.text());
     }
 
     // Drain myvm2: every task runs on myvm1, the old ones on myvm2 are shut down.
@@ -699,6 +780,16 @@ fn e2e_getstarted_guide_scenario() {
         "{}",
         ps.text()
     );
+    // Both addresses still answer, from the tasks on myvm1.
+    let on_vm1 = running_ids(ps);
+    for ip in ["10.98.10.2", "10.98.10.3"] {
+        let counts = hostname_counts(s.expect(&mesh_loop(ip)));
+        assert_eq!(counts.values().sum::<u32>(), 20, "{ip}: {counts:?}");
+        assert!(
+            counts.keys().all(|h| on_vm1.contains(h)) && counts.len() > 1,
+            "{ip} answered by {counts:?}, the tasks on {VM1} are {on_vm1:?}"
+        );
+    }
 
     // Active again, tasks spread again by a forced update of the stack's service.
     s.expect(&format!("shoal node update --availability active {VM2}"));
@@ -743,6 +834,12 @@ fn e2e_getstarted_guide_scenario() {
         ],
         "{}",
         rm.text()
+    );
+    // The port no longer answers.
+    assert_eq!(
+        s.expect("curl -s -m 2 http://10.98.10.2:4000/ || echo \"port 4000: no answer\"")
+            .said(),
+        ["port 4000: no answer"]
     );
     let ls = s.expect("shoal stack ls");
     assert_eq!(ls.said().len(), 1, "{}", ls.text());

@@ -35,6 +35,8 @@ impl DebugDaemon {
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("daemon")
+            // In the host's namespace: tasks share it (no data plane of its own here).
+            .args(["--data-plane", "none"])
             .arg("-l")
             .arg("debug")
             .arg("--data-root")

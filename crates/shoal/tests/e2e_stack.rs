@@ -1,14 +1,16 @@
 //! Stacks on a one-machine swarm, as the guide runs them: `stack deploy -c docker-compose.yml
 //! getstartedlab`, `stack ls`, `stack services`, `stack ps`, a re-deploy that scales the
 //! service, `stack rm`, through the `shoal` CLI and through the real `docker` CLI; `--prune`
-//! and `--detach=false` with both CLIs; a broken compose file leaves nothing created; `stack
-//! config` merges files and reads standard input; secrets and configs of a stack are created,
-//! resolved to IDs in the service and removed with it.
+//! and `--detach=false` with both CLIs; a broken compose file leaves nothing created, and every
+//! file of `shoal-compose`'s broken corpus, deployed over a running stack, gives its exact
+//! error and changes nothing; `stack config` merges files and reads standard input; secrets
+//! and configs of a stack are created, resolved to IDs in the service and removed with it; a
+//! stack deployed by `shoal` and again by `docker` is updated in place.
 //!
 //! The guide's file runs no command (its image does); the process runtime records the image
 //! and runs the command, so the test's file adds one.
 //!
-//! The daemons' swarm addresses are in this file's block, 127.0.72.x.
+//! The daemons' swarm addresses are in this file's blocks, 127.0.72.x and 127.0.82.x.
 
 mod common;
 
@@ -461,6 +463,9 @@ fn e2e_stack_redeploy_with_unchanged_secret() {
         "Creating network app_default\nCreating secret app_pw\nCreating service app_app\n",
         "{out:?}"
     );
+    // Once the task runs the allocator has given the service its virtual IP (a new version
+    // of it): deploying again before that may meet "update out of sequence", as with Docker.
+    common::wait_pids(&["sleep", "3175"], 1);
     let out = d.shoal(&["stack", "deploy", "-c", path(&file), "app"]);
     assert!(
         out.ok().starts_with("Updating service app_app (id: "),
@@ -590,4 +595,259 @@ fn e2e_stack_prune_and_wait_with_docker() {
         return;
     }
     prune_and_wait_flow(Cli::Docker, "127.0.72.9");
+}
+
+/// Everything the daemon holds that a deploy could change: services, networks, secrets and
+/// configs as the API returns them (sorted by ID, so whole objects compare, `Version.Index`
+/// included), and the IDs of all tasks (a deploy that changed nothing started none).
+#[derive(Debug, PartialEq)]
+struct Cluster {
+    services: Vec<serde_json::Value>,
+    networks: Vec<serde_json::Value>,
+    secrets: Vec<serde_json::Value>,
+    configs: Vec<serde_json::Value>,
+    tasks: Vec<String>,
+}
+
+fn sorted_by_id(v: serde_json::Value) -> Vec<serde_json::Value> {
+    let mut items = match v {
+        serde_json::Value::Array(items) => items,
+        other => panic!("not a list: {other}"),
+    };
+    // Networks have an `Id`, the other objects an `ID`.
+    let id = |o: &serde_json::Value| o["ID"].as_str().or(o["Id"].as_str()).map(str::to_string);
+    items.sort_by_key(id);
+    items
+}
+
+fn cluster(d: &TestDaemon) -> Cluster {
+    let mut tasks: Vec<String> = d
+        .get_json("/tasks")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["ID"].as_str().map(str::to_string))
+        .collect();
+    tasks.sort();
+    Cluster {
+        services: sorted_by_id(d.get_json("/services")),
+        networks: sorted_by_id(d.get_json("/networks")),
+        secrets: sorted_by_id(d.get_json("/secrets")),
+        configs: sorted_by_id(d.get_json("/configs")),
+        tasks,
+    }
+}
+
+/// (name, ID, `Version.Index`) of every object of `list`, to show which one changed.
+fn versions(list: &[serde_json::Value]) -> Vec<(String, String, u64)> {
+    list.iter()
+        .map(|o| {
+            let name = o["Spec"]["Name"]
+                .as_str()
+                .or(o["Name"].as_str())
+                .unwrap_or_default();
+            let id = o["ID"].as_str().or(o["Id"].as_str()).unwrap_or_default();
+            let version = o["Version"]["Index"].as_u64().unwrap_or_default();
+            (name.to_string(), id.to_string(), version)
+        })
+        .collect()
+}
+
+/// The compose corpus of `shoal-compose` (`tests/broken/NAME.yml` and its error `NAME.err`).
+fn broken_corpus() -> (PathBuf, Vec<String>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shoal-compose/tests/broken");
+    let dir = dir.canonicalize().expect("the broken compose corpus");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read the corpus")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 12, "only {} broken files", names.len());
+    (dir, names)
+}
+
+/// `cli stack deploy -c FILE live`, run in the corpus directory with the environment the
+/// loader test uses (`PORT=80`, no `USER`).
+fn deploy_broken(d: &TestDaemon, cli: Cli, dir: &Path, file: &str) -> common::Out {
+    let program = match cli {
+        Cli::Shoal => PathBuf::from(env!("CARGO_BIN_EXE_shoal")),
+        Cli::Docker => common::docker_cli().expect("the docker CLI"),
+    };
+    let mut cmd = client_command(&program, &d.root().join("docker-config"));
+    cmd.current_dir(dir)
+        .env("PORT", "80")
+        .env("HOME", d.root())
+        .env_remove("USER")
+        .args(["-H", &d.host(), "stack", "deploy", "-c", file, "live"]);
+    common::run(cmd, common::COMMAND_TIMEOUT)
+}
+
+/// A stack `live` deployed with services, a network, a secret and a config; every file of the
+/// broken corpus deployed to the same stack fails with its exact error (the loader's, which
+/// names the file as given on the command line) and changes nothing in the cluster.
+#[test]
+fn e2e_stack_broken_corpus_leaves_a_deployed_stack_unchanged() {
+    let d = TestDaemon::start_at("127.0.82.2");
+    d.shoal(&["swarm", "init", "--advertise-addr", d.ip()]).ok();
+    write(&d, "pw.txt", "s3cret\n");
+    let file = write(
+        &d,
+        "live.yml",
+        "version: \"3.8\"\nservices:\n  web:\n    image: nginx\n    command: [\"sleep\", \"8201\"]\n    deploy: {replicas: 2}\n    networks: [front]\n    secrets: [pw]\n    configs:\n      - source: conf\n        target: /etc/app.conf\n  worker:\n    image: busybox\n    command: [\"sleep\", \"8202\"]\n    networks: [front]\nnetworks:\n  front: {}\nsecrets:\n  pw:\n    file: ./pw.txt\nconfigs:\n  conf:\n    content: \"debug = true\"\n",
+    );
+    let out = d.shoal(&["stack", "deploy", "-c", path(&file), "live"]);
+    assert_eq!(
+        out.ok(),
+        "Creating network live_front\nCreating secret live_pw\nCreating config live_conf\nCreating service live_web\nCreating service live_worker\n",
+        "{out:?}"
+    );
+    common::wait_pids(&["sleep", "8201"], 2);
+    common::wait_pids(&["sleep", "8202"], 1);
+    // Settled: the services' tasks run and their objects have their final versions.
+    let before = wait_for("the stack to settle", WAIT, || {
+        let a = cluster(&d);
+        let running = d
+            .get_json("/tasks")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["Status"]["State"] == "running")
+            .count();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let b = cluster(&d);
+        if running == 3 && a == b {
+            Ok(b)
+        } else {
+            Err(format!("{running} running; {a:?}"))
+        }
+    });
+    assert_eq!(versions(&before.services).len(), 2, "{before:?}");
+    assert_eq!(versions(&before.secrets).len(), 1, "{before:?}");
+    assert_eq!(versions(&before.configs).len(), 1, "{before:?}");
+    assert!(
+        versions(&before.networks)
+            .iter()
+            .any(|(name, _, _)| name == "live_front"),
+        "{before:?}"
+    );
+
+    let (dir, names) = broken_corpus();
+    let mut failures = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let want =
+            std::fs::read_to_string(dir.join(name.replace(".yml", ".err"))).expect("the .err file");
+        // The error names the file as given: relative here, absolute every other time (then
+        // the corpus directory is cut off to compare with the loader's text).
+        let given = if i % 2 == 0 {
+            name.clone()
+        } else {
+            path(&dir.join(name)).to_string()
+        };
+        let out = deploy_broken(&d, Cli::Shoal, &dir, &given);
+        let prefix = format!("{}/", path(&dir));
+        let got = out.stderr.strip_prefix(&prefix).unwrap_or(&out.stderr);
+        if out.code == 0 || got.trim_end() != want.trim_end() || !out.stdout.is_empty() {
+            failures.push(format!(
+                "{given}: exit {}\n  want: {}\n  got:  {}\n  stdout: {:?}",
+                out.code,
+                want.trim_end(),
+                out.stderr.trim_end(),
+                out.stdout
+            ));
+        }
+        let now = cluster(&d);
+        if now != before {
+            failures.push(format!(
+                "{given} changed the cluster:\n  services {:?} -> {:?}\n  networks {:?} -> {:?}\n  secrets {:?} -> {:?}\n  configs {:?} -> {:?}\n  tasks {:?} -> {:?}",
+                versions(&before.services),
+                versions(&now.services),
+                versions(&before.networks),
+                versions(&now.networks),
+                versions(&before.secrets),
+                versions(&now.secrets),
+                versions(&before.configs),
+                versions(&now.configs),
+                before.tasks,
+                now.tasks
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The docker CLI refuses those its loader rejects too (with its own texts) and changes
+    // nothing either. (Not the undefined references: docker's loader accepts them, and docker
+    // creates the stack's networks before it converts the services and fails.)
+    if common::docker_cli().is_some() {
+        for name in [
+            "duplicate_key.yml",
+            "required_variable.yml",
+            "tab_indent.yml",
+            "unknown_service_key.yml",
+            "version_2.yml",
+            "wrong_type.yml",
+        ] {
+            let out = deploy_broken(&d, Cli::Docker, &dir, name);
+            assert_ne!(out.code, 0, "docker accepted {name}: {out:?}");
+            assert_eq!(out.stdout, "", "{name}: {out:?}");
+            assert!(
+                cluster(&d) == before,
+                "docker with {name} changed the cluster"
+            );
+        }
+    }
+
+    // The stack still runs as deployed.
+    let ls = d.shoal(&["stack", "ls"]);
+    assert_eq!(table(ls.ok()), vec![vec!["live", "2"]], "{ls:?}");
+    assert_eq!(common::pids_running(&["sleep", "8201"]).len(), 2);
+    assert_eq!(common::pids_running(&["sleep", "8202"]).len(), 1);
+}
+
+/// A stack deployed with `shoal` and deployed again, unchanged, with `docker`: both CLIs send
+/// the same spec, so the service is updated in place and no task is replaced.
+#[test]
+fn e2e_stack_docker_redeploys_a_shoal_stack_in_place() {
+    if common::docker_cli().is_none() {
+        return;
+    }
+    let d = TestDaemon::start_at("127.0.82.5");
+    d.shoal(&["swarm", "init", "--advertise-addr", d.ip()]).ok();
+    let file = write(
+        &d,
+        "docker-compose.yml",
+        &guide_file(3).replace("3172", "8231"),
+    );
+    let out = d.shoal(&["stack", "deploy", "-c", path(&file), STACK]);
+    assert_eq!(
+        out.ok(),
+        "Creating network getstartedlab_webnet\nCreating service getstartedlab_web\n",
+        "{out:?}"
+    );
+    common::wait_pids(&["sleep", "8231"], 3);
+    let tasks = common::flow::wait_running_ids(&d, "getstartedlab_web", 3);
+    let before = d.get_json("/services/getstartedlab_web");
+
+    let out = d.docker(&["stack", "deploy", "-c", path(&file), STACK]);
+    let id = before["ID"].as_str().expect("service ID");
+    assert_eq!(
+        out.ok(),
+        format!("Updating service getstartedlab_web (id: {id})\n"),
+        "{out:?}"
+    );
+    let after = d.get_json("/services/getstartedlab_web");
+    assert_eq!(
+        after["Spec"]["TaskTemplate"], before["Spec"]["TaskTemplate"],
+        "{after}"
+    );
+    // Let the orchestrator see the update (a new service runs once it did), then compare.
+    d.sync_point(Cli::Shoal, "later", 8232);
+    assert_eq!(
+        common::flow::running_ids(&d, "getstartedlab_web"),
+        tasks,
+        "{:?}",
+        d.tasks("getstartedlab_web")
+    );
+    assert_eq!(d.tasks("getstartedlab_web").len(), 3);
 }

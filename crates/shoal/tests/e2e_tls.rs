@@ -40,6 +40,8 @@ impl TlsDaemon {
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("daemon")
+            // In the host's namespace: tasks share it (no data plane of its own here).
+            .args(["--data-plane", "none"])
             .arg("-H")
             .arg(format!("unix://{}", dir.path().join("d.sock").display()))
             .arg("-H")

@@ -134,7 +134,12 @@ pub fn convert_service(
         env: non_empty(env),
         dir: svc.working_dir.clone().filter(|d| !d.is_empty()),
         user: svc.user.clone().filter(|u| !u.is_empty()),
-        privileges: Some(TaskSpecContainerSpecPrivileges::default()),
+        // As the docker CLI sends it (`NoNewPrivileges: false` included), so that the same
+        // file deployed by either CLI gives the same spec and re-deploying replaces no task.
+        privileges: Some(TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(false),
+            ..Default::default()
+        }),
         tty: svc.tty.filter(|b| *b),
         open_stdin: svc.stdin_open.filter(|b| *b),
         read_only: svc.read_only.filter(|b| *b),

@@ -17,7 +17,8 @@
 //! meanwhile, and the next pass allocates again. A clash between explicit ports is refused
 //! earlier, at `service create` / `update`, with Docker's message.
 //!
-//! Not allocated yet: virtual IPs (`Endpoint.VirtualIPs` stays empty until overlay addressing).
+//! Virtual IPs (`Endpoint.VirtualIPs`) are added by the allocator pass from its
+//! [`AddressBook`](super::addresses::AddressBook).
 
 use shoal_api::engine;
 use shoal_api::spec::{port_is_ingress, port_protocol};
@@ -168,7 +169,7 @@ pub fn allocate(s: &Service, ports: &mut PortMap) -> Result<engine::ServiceEndpo
 /// one costs no second write; any other difference is written.
 pub fn needs_write(s: &Service, computed: &engine::ServiceEndpoint) -> bool {
     match &s.endpoint {
-        None => computed.ports.is_some(),
+        None => computed.ports.is_some() || computed.virtual_ips.is_some(),
         Some(current) => current != computed,
     }
 }

@@ -94,6 +94,17 @@ pub enum Intent {
         service_id: String,
         endpoint: Box<engine::ServiceEndpoint>,
     },
+    /// The allocator releases a new task to the scheduler with its network attachments
+    /// (skipped unless the task is still `new` and meant to run).
+    Release {
+        task_id: String,
+        networks: Vec<shoal_api::netmap::TaskAttachment>,
+    },
+    /// The allocator's addresses of a node on the overlays it takes part in.
+    SetNodeAddresses {
+        node_id: String,
+        addresses: std::collections::BTreeMap<String, String>,
+    },
 }
 
 impl Intent {
@@ -107,7 +118,9 @@ impl Intent {
             | Intent::Orphan { task_id }
             | Intent::Assign { task_id, .. }
             | Intent::SetError { task_id, .. }
+            | Intent::Release { task_id, .. }
             | Intent::DeleteTask { task_id } => task_id,
+            Intent::SetNodeAddresses { node_id, .. } => node_id,
             Intent::SetUpdateStatus { service_id, .. }
             | Intent::Rollback { service_id, .. }
             | Intent::SetEndpoint { service_id, .. } => service_id,
@@ -311,6 +324,7 @@ impl<'a> ServiceCtx<'a> {
             labels: HashMap::new(),
             job_iteration: None,
             service_labels: Some(self.service.spec.labels.clone().unwrap_or_default()),
+            networks: Vec::new(),
         }
     }
 
@@ -535,6 +549,29 @@ fn apply_one(tx: &mut Tx<'_>, intent: &Intent) -> Result<bool, StoreError> {
             s.endpoint = Some((**endpoint).clone());
             tx.update(Object::Service(s))?;
         }
+        Intent::Release { task_id, networks } => {
+            let Some(mut t) = tx.get_task(task_id) else {
+                return Ok(false);
+            };
+            if t.status.state != TaskState::New || !wants_to_run(t.desired_state) {
+                return Ok(false);
+            }
+            t.networks = networks.clone();
+            t.status.state = TaskState::Pending;
+            t.status.message = crate::allocator::PENDING_MESSAGE.into();
+            t.status.timestamp = now;
+            tx.update(Object::Task(t))?;
+        }
+        Intent::SetNodeAddresses { node_id, addresses } => {
+            let Some(mut n) = tx.get_node(node_id) else {
+                return Ok(false);
+            };
+            if n.network_addresses == *addresses {
+                return Ok(false);
+            }
+            n.network_addresses = addresses.clone();
+            tx.update(Object::Node(n))?;
+        }
     }
     Ok(true)
 }
@@ -562,6 +599,7 @@ pub(crate) mod testutil {
             role: NodeRole::Worker,
             manager_status: None,
             addr_port: String::new(),
+            network_addresses: Default::default(),
         }
     }
 

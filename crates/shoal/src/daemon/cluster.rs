@@ -297,6 +297,7 @@ impl CaHandler for CaService {
             // A manager becomes a Raft member when it asks (Raft.AddManager).
             manager_status: None,
             addr_port,
+            network_addresses: Default::default(),
         };
         self.store
             .update(|tx| tx.create(Object::Node(node)))

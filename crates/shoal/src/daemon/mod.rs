@@ -71,6 +71,12 @@ pub struct DaemonArgs {
     /// by `shoal machine create --memory`.
     #[arg(long, value_name = "MB", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub node_memory: Option<u64>,
+    /// How tasks are networked: `kernel` (own network namespaces, VXLAN overlays, nftables
+    /// for the routing mesh and VIPs), `userspace` (the same, with the routing mesh in a proxy
+    /// of the daemon and VIP names resolved to tasks), `none` (tasks share the node's network),
+    /// or `auto`: kernel when nftables NAT works here, else userspace; none when not root.
+    #[arg(long, value_name = "MODE", env = "SHOAL_DATA_PLANE", default_value = "auto", value_parser = ["auto", "kernel", "userspace", "none"])]
+    pub data_plane: String,
 }
 
 /// The log filter for `--log-level LEVEL` when `RUST_LOG` is not set. Below debug, openraft's
@@ -80,8 +86,30 @@ pub struct DaemonArgs {
 pub fn default_filter(level: &str) -> String {
     match level {
         "debug" | "trace" => level.to_string(),
-        _ => format!("{level},openraft=off"),
+        _ => format!("{level},openraft=off,hickory_server=warn,hickory_proto=warn"),
     }
+}
+
+/// The datapath `--data-plane MODE` asks for on this machine.
+async fn resolve_datapath(mode: &str) -> anyhow::Result<Option<shoal_net::dataplane::Datapath>> {
+    use shoal_net::dataplane::{supported, Datapath};
+    let forced = match mode {
+        "none" => return Ok(None),
+        "kernel" => Some(Datapath::Kernel),
+        "userspace" => Some(Datapath::Userspace),
+        _ => None,
+    };
+    if !supported() {
+        if forced.is_some() {
+            bail!("--data-plane {mode} needs root (network namespaces, links)");
+        }
+        tracing::warn!("not running as root: tasks share the node's network (--data-plane none)");
+        return Ok(None);
+    }
+    Ok(Some(match forced {
+        Some(d) => d,
+        None => Datapath::probe().await,
+    }))
 }
 
 /// Default API socket.
@@ -153,8 +181,11 @@ async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             args.default_runtime
         );
     }
+    let datapath = resolve_datapath(&args.data_plane).await?;
     let daemon = swarm::Daemon::new(
         swarm::DaemonConfig {
+            datapath,
+            datapath_auto: args.data_plane == "auto",
             data_root: data_root.clone(),
             default_runtime: args.default_runtime.clone(),
             live_restore: args.live_restore,

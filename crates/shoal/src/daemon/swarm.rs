@@ -44,6 +44,7 @@ use shoal_api::{
 };
 use shoal_ca::{DataKey, JoinToken, KeyStore, LockState, NodeCredentials, Role, RootCa, UnlockKey};
 use shoal_manager::control::Control;
+use shoal_net::dataplane::DataPlane;
 use shoal_raft::{AeadCodec, RaftConfig, RaftNode, RaftRole};
 use shoal_rpc::{
     ClientOptions, GrpcRaftTransport, Handlers, IssueRequest, ManagerMember, NodeClient, PeerRole,
@@ -106,6 +107,12 @@ pub struct DaemonConfig {
     pub live_restore: bool,
     /// `--swarm-default-advertise-addr`: the address to advertise when init/join name none.
     pub default_advertise_addr: Option<String>,
+    /// The datapath of the node's data plane (`--data-plane`, resolved); `None`: tasks share
+    /// the node's network.
+    pub datapath: Option<shoal_net::dataplane::Datapath>,
+    /// `--data-plane auto`: no data plane when the node advertises a loopback address (several
+    /// daemons sharing one namespace, whose overlays would collide).
+    pub datapath_auto: bool,
 }
 
 /// The running parts of an active swarm member.
@@ -159,6 +166,8 @@ pub struct Daemon {
     current: RwLock<Option<Current>>,
     /// The Raft transport of the open Raft node (its TLS config follows renewals).
     raft_transport: std::sync::Mutex<Option<Arc<GrpcRaftTransport>>>,
+    /// The node's data plane while in a swarm (kept across role changes), with its node ID.
+    data_plane: std::sync::Mutex<Option<(String, Arc<DataPlane>)>>,
 }
 
 /// Why a swarm operation failed, with the class the API maps to a status code.
@@ -254,6 +263,7 @@ impl Daemon {
             locked_id: RwLock::new(None),
             current: RwLock::new(None),
             raft_transport: std::sync::Mutex::new(None),
+            data_plane: std::sync::Mutex::new(None),
         })
     }
 
@@ -556,6 +566,7 @@ impl Daemon {
                     raft_id: identity.raft_id,
                 }),
                 addr_port: advertise.clone(),
+                network_addresses: Default::default(),
             };
             let ingress = shoal_manager::objects::ingress_network(
                 &cluster.default_addr_pool,
@@ -1124,6 +1135,10 @@ impl Daemon {
             Arc::new(link.clone()),
             self.runtimes.clone(),
         );
+        let worker = match self.data_plane_for(&identity.node_id, &identity.advertise_addr) {
+            Some(dp) => worker.with_network(dp),
+            None => worker,
+        };
         handles.push(tokio::spawn(worker.run(rx.clone())));
         handles.push(tokio::spawn(follow_role(
             Arc::downgrade(self),
@@ -1311,11 +1326,52 @@ impl Daemon {
             let _ = self.stop_roles().await;
         }
         self.remove_all_tasks().await;
+        let dp = self
+            .data_plane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((_, dp)) = dp {
+            dp.remove_all().await;
+        }
         self.swarm_dir
             .remove()
             .map_err(|e| anyhow::anyhow!("removing swarm state: {e}"))?;
         self.store.clear();
         Ok(())
+    }
+
+    /// The node's data plane (made on first use for this node ID), or `None` when the daemon
+    /// builds none or it cannot be made (then tasks share the node's network).
+    fn data_plane_for(&self, node_id: &str, advertise_addr: &str) -> Option<Arc<DataPlane>> {
+        let datapath = self.cfg.datapath?;
+        let loopback = cluster::host_of(advertise_addr)
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+        if self.cfg.datapath_auto && loopback {
+            tracing::info!(
+                "advertising a loopback address: no data plane, tasks share the node's network"
+            );
+            return None;
+        }
+        let mut g = self.data_plane.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((id, dp)) = g.as_ref() {
+            if id == node_id {
+                return Some(Arc::clone(dp));
+            }
+        }
+        match DataPlane::new(node_id, datapath) {
+            Ok(dp) => {
+                let dp = Arc::new(dp);
+                *g = Some((node_id.to_string(), Arc::clone(&dp)));
+                tracing::info!(datapath = datapath.as_str(), "data plane ready");
+                Some(dp)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the data plane cannot start; tasks share the node's network");
+                None
+            }
+        }
     }
 
     /// Daemon shutdown: stop the roles; stop task processes unless live-restore is on.
@@ -1328,6 +1384,16 @@ impl Daemon {
                         let _ = rt.stop(&id, None, Duration::from_secs(10)).await;
                     }
                 }
+            }
+            // The tasks are gone: so are their namespaces, and the node's rules pointing at
+            // them (the next start builds the data plane again from the manager's map).
+            let dp = self
+                .data_plane
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some((_, dp)) = dp {
+                dp.remove_all().await;
             }
         }
     }

@@ -35,5 +35,6 @@ pub(crate) fn node(
             raft_id,
         }),
         addr_port: "127.0.0.1:2377".into(),
+        network_addresses: Default::default(),
     }
 }

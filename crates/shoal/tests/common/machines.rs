@@ -473,7 +473,8 @@ impl Machines {
                 continue;
             }
             let ours = self.named_after_us(&ns)
-                || addresses(&["-n", &ns]).iter().any(|a| self.in_subnet(*a));
+                || addresses(&["-n", &ns]).iter().any(|a| self.in_subnet(*a))
+                || self.owns_task_netns(&ns);
             if !ours {
                 continue;
             }
@@ -481,6 +482,29 @@ impl Machines {
                 self.new_netns.borrow_mut().insert(ns, ino);
             }
         }
+    }
+
+    /// Whether `ns` is a task namespace one of the machines' daemons made: its `lo` carries
+    /// the mark of that machine's namespace (`shoal-node:DEV:INODE`, see `shoal_net::kernel`).
+    fn owns_task_netns(&self, ns: &str) -> bool {
+        if !ns.starts_with("shtask-") {
+            return false;
+        }
+        let marks: Vec<String> = self
+            .names
+            .iter()
+            .filter_map(|n| std::fs::metadata(Path::new("/run/netns").join(netns_of(n))).ok())
+            .map(|m| format!("shoal-node:{}:{}", m.dev(), m.ino()))
+            .collect();
+        Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", "lo"])
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|w| marks.iter().any(|m| m == w))
+            })
     }
 
     fn shoal_cmd(&self) -> Command {
@@ -869,6 +893,58 @@ impl Machines {
             }
         });
         pid
+    }
+
+    /// Restarts only the daemon of `name` (SIGKILL, then the same command line again in the
+    /// machine's namespace), as a crash and a service manager's restart would: unlike
+    /// `machine stop`/`start`, the machine's tasks and kernel state stay. The machine's record
+    /// gets the new pid. Waits until the daemon answers.
+    pub fn restart_daemon(&self, name: &str) {
+        let pid = self
+            .daemon_pid(name)
+            .unwrap_or_else(|| panic!("no daemon pid in {name}'s config.json"));
+        let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .expect("the daemon's command line")
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        self.kill_daemon(name);
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir(name).join("daemon.log"))
+            .expect("daemon log");
+        let mut cmd = Command::new("nsenter");
+        // As `shoal machine start` does: its namespace, and a UTS namespace named after it.
+        cmd.arg(format!("--net=/run/netns/{}", netns_of(name)))
+            .args([
+                "--",
+                "unshare",
+                "--uts",
+                "sh",
+                "-c",
+                "hostname \"$0\" && exec \"$@\"",
+            ])
+            .arg(name)
+            .args(&argv)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info,openraft=error")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let new = cmd.spawn().expect("restarting the daemon").id();
+        let config = self.dir(name).join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).expect("config.json"))
+                .expect("config.json");
+        v["pid"] = serde_json::json!(new);
+        std::fs::write(&config, v.to_string()).expect("config.json");
+        self.track();
+        wait_for(&format!("the restarted daemon of {name}"), LONG, || {
+            self.api(name, "GET", "/_ping").map(|_| ())
+        });
     }
 
     /// `shoal machine stop NAME`, asserting success.

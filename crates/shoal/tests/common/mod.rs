@@ -281,6 +281,10 @@ impl TestDaemon {
             .arg(self.host())
             .arg("--swarm-default-advertise-addr")
             .arg(&self.ip)
+            // Several daemons share the host's namespace here: tasks share it too (the data
+            // plane is tested on machines, each in a namespace of its own).
+            .arg("--data-plane")
+            .arg("none")
             .env("RUST_LOG", "info,openraft=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -176,11 +176,41 @@ fn service_json(view: &convert::ServiceView) -> serde_json::Value {
     v
 }
 
-/// A task as JSON, with Docker's key spellings.
-fn task_json(task: &engine::Task) -> serde_json::Value {
-    let mut v = serde_json::to_value(task).unwrap_or_default();
+/// A task as JSON, with Docker's key spellings and its network attachments
+/// (`NetworksAttachments`: each network, by ID and name, with the task's address on it).
+fn task_json(
+    task: &shoal_api::Task,
+    networks: &std::collections::BTreeMap<String, shoal_api::Network>,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(convert::task(task)).unwrap_or_default();
     convert::task_keys_to_docker(&mut v);
     convert::go_numbers(&mut v);
+    if !task.networks.is_empty() {
+        let attachments: Vec<serde_json::Value> = task
+            .networks
+            .iter()
+            .map(|a| {
+                let n = networks.get(&a.network_id);
+                serde_json::json!({
+                    "Network": {
+                        "ID": a.network_id,
+                        "Spec": {
+                            "Name": n.map(|n| n.name()).unwrap_or(""),
+                            "DriverConfiguration": {"Name": n.map(|n| n.driver()).unwrap_or("overlay")},
+                            "Ingress": n.is_some_and(|n| n.is_ingress()),
+                        },
+                        "IPAMOptions": {
+                            "Configs": n.map(|n| n.subnets.iter().map(|s| serde_json::json!({
+                                "Subnet": s.subnet, "Gateway": s.gateway
+                            })).collect::<Vec<_>>()).unwrap_or_default()
+                        }
+                    },
+                    "Addresses": [a.address],
+                })
+            })
+            .collect();
+        v["NetworksAttachments"] = serde_json::Value::Array(attachments);
+    }
     v
 }
 
@@ -806,16 +836,17 @@ async fn task_list(State(st): State<AppState>, p: Params) -> ApiResult {
                     && runtime_matches(&f, &runtimes_of(Some(&t.spec), service.map(|s| &*s.spec)))
                     && (!up_to_date || service.is_some_and(|s| s.spec_version == t.spec_version))
             })
-            .map(|t| task_json(&convert::task(t)))
+            .map(|t| task_json(t, &state.networks))
             .collect()
     });
     Ok(Json(out).into_response())
 }
 
 async fn task_inspect(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let (_, control) = manager(&st)?;
+    let (store, control) = manager(&st)?;
     let t = control.resolve_task(&id)?;
-    Ok(json_value(StatusCode::OK, task_json(&convert::task(&t))))
+    let v = store.view(|state| task_json(&t, &state.networks));
+    Ok(json_value(StatusCode::OK, v))
 }
 
 // -------------------------------------------------------------------------------------- logs

@@ -290,6 +290,16 @@ impl DataPlane {
             .ensure_task(&task.id, &pairs)
             .await
             .map_err(|e| e.to_string())?;
+        // A task may reuse the address (and so the MAC) of a task that ran on another node:
+        // bridges and VXLAN devices that learned the MAC there would send its frames away.
+        // One ARP broadcast from each interface teaches every node where it is now.
+        let gateways: Vec<(Ipv4Addr, Ipv4Addr)> = pairs
+            .iter()
+            .filter_map(|(plan, a)| Some((a.ip().parse().ok()?, bare(&plan.node_address)?)))
+            .collect();
+        if let Err(e) = announce(&netns, gateways) {
+            tracing::debug!(task = %task.id, error = %e, "announcing the task's addresses failed");
+        }
         let dns_addr = SocketAddr::V4(SocketAddrV4::new(dns::EMBEDDED_DNS_ADDR, 53));
         let (udp, tcp) = dns::bind_in_netns(&netns, dns_addr)
             .map_err(|e| format!("starting the task's DNS server: {e}"))?;
@@ -346,6 +356,32 @@ impl DataPlane {
         st.overlays.clear();
         st.node_rules = None;
     }
+}
+
+fn bare(cidr: &str) -> Option<Ipv4Addr> {
+    cidr.split('/').next()?.parse().ok()
+}
+
+/// From inside the task's namespace, sends one datagram from each of its addresses to the
+/// node's address on that network: the fresh namespace has no neighbour entries, so the kernel
+/// broadcasts an ARP request from the task's MAC first, which every bridge and VXLAN device on
+/// the overlay learns from (the local bridge: this veth; the other nodes: this node).
+fn announce(netns: &std::path::Path, pairs: Vec<(Ipv4Addr, Ipv4Addr)>) -> std::io::Result<()> {
+    let ns = std::fs::File::open(netns)?;
+    std::thread::Builder::new()
+        .name("shoal-announce".into())
+        .spawn(move || -> std::io::Result<()> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            for (from, to) in pairs {
+                let s = std::net::UdpSocket::bind(SocketAddrV4::new(from, 0))?;
+                // The discard port: nothing answers, the ARP exchange is what counts.
+                let _ = s.send_to(&[0], SocketAddrV4::new(to, 9));
+            }
+            Ok(())
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("the announcing thread panicked"))?
 }
 
 fn file(target: &str, data: String) -> MountedFile {

@@ -1,6 +1,7 @@
-//! `fetch`: a client for tests and demos inside tasks. It resolves the URL's host with the
-//! task's resolver (so service names go through the embedded DNS), sends `GET`, and prints one
-//! line per request: the response body (trimmed) or `error: ...`.
+//! `fetch` and `resolve`: clients for tests and demos inside tasks. `fetch` resolves the URL's
+//! host with the task's resolver (so service names go through the embedded DNS), sends `GET`,
+//! and prints one line per request: the response body (trimmed) or `error: ...`. `resolve`
+//! prints the addresses names resolve to (`NAME ADDR...`).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -46,6 +47,30 @@ pub fn get(host: &str, port: u16, path: &str, timeout: Duration) -> std::io::Res
     match answer.split_once("\r\n\r\n") {
         Some((_, body)) => Ok(body.trim().to_string()),
         None => Err(std::io::Error::other("malformed answer")),
+    }
+}
+
+/// Resolves each name with the task's resolver, `count` times (0: forever), `every` apart,
+/// printing one line per name and round: `NAME ADDR ADDR...` sorted, or `NAME error: ...`.
+pub fn resolve(names: &[String], count: u64, every: Duration, say: fn(&str)) {
+    let mut n = 0u64;
+    loop {
+        for name in names {
+            match (name.as_str(), 0u16).to_socket_addrs() {
+                Ok(addrs) => {
+                    let mut ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                    ips.sort();
+                    ips.dedup();
+                    say(&format!("{name} {}", ips.join(" ")));
+                }
+                Err(e) => say(&format!("{name} error: {e}")),
+            }
+        }
+        n += 1;
+        if count != 0 && n >= count {
+            return;
+        }
+        std::thread::sleep(every);
     }
 }
 

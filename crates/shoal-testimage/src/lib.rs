@@ -7,6 +7,8 @@
 //! shoal testimage fetch [--count N] [--every MS] URL
 //!                                           GET http://URL again and again (forever unless
 //!                                           --count; every 500 ms), one line per answer
+//! shoal testimage resolve [--count N] [--every MS] NAME...
+//!                                           the addresses of each name, `NAME ADDR...`
 //! ```
 //!
 //! The port is `--port N` if given, else the `PORT` environment variable, else the default;
@@ -73,7 +75,8 @@ pub const ECHO_PORT: u16 = 7;
 
 const USAGE: &str = "usage: shoal testimage hello [--port N]\n       \
                      shoal testimage echo [--port N] [--udp]\n       \
-                     shoal testimage fetch [--count N] [--every MS] URL";
+                     shoal testimage fetch [--count N] [--every MS] URL\n       \
+                     shoal testimage resolve [--count N] [--every MS] NAME...";
 
 /// Whether `image` names a built-in image: `shoal/testimage`, or a name whose last path
 /// component is `friendlyhello`. The registry (`docker.io/`, `localhost:5000/`, ...), the
@@ -136,6 +139,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
             announce(&socket.local_addr()?, "/udp");
             serve_udp_echo(socket)
         }),
+        Cmd::Resolve {
+            names,
+            count,
+            every,
+        } => {
+            fetch::resolve(&names, count, std::time::Duration::from_millis(every), say);
+            Ok(())
+        }
         Cmd::Fetch { url, count, every } => {
             fetch::run(&url, count, std::time::Duration::from_millis(every), say)
                 .map_err(std::io::Error::other)
@@ -178,9 +189,23 @@ fn say(line: &str) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Cmd {
     Help,
-    Hello { port: u16 },
-    Echo { port: u16, udp: bool },
-    Fetch { url: String, count: u64, every: u64 },
+    Hello {
+        port: u16,
+    },
+    Echo {
+        port: u16,
+        udp: bool,
+    },
+    Fetch {
+        url: String,
+        count: u64,
+        every: u64,
+    },
+    Resolve {
+        names: Vec<String>,
+        count: u64,
+        every: u64,
+    },
 }
 
 fn parse(args: &[String]) -> Result<Cmd, String> {
@@ -191,6 +216,8 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
     let mut port: Option<String> = None;
     let mut udp = false;
     let (mut count, mut every, mut url) = (0u64, 500u64, None::<String>);
+    let mut names: Vec<String> = Vec::new();
+    let client = sub == "fetch" || sub == "resolve";
     let number = |flag: &str, v: Option<&String>| -> Result<u64, String> {
         let v = v.ok_or_else(|| format!("flag needs an argument: {flag}"))?;
         v.parse()
@@ -199,8 +226,9 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--count" if sub == "fetch" => count = number("--count", it.next())?,
-            "--every" if sub == "fetch" => every = number("--every", it.next())?,
+            "--count" if client => count = number("--count", it.next())?,
+            "--every" if client => every = number("--every", it.next())?,
+            n if sub == "resolve" && !n.starts_with('-') => names.push(n.to_string()),
             u if sub == "fetch" && !u.starts_with('-') && url.is_none() => {
                 url = Some(u.to_string());
             }
@@ -236,6 +264,12 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
             count,
             every,
         }),
+        "resolve" if names.is_empty() => Err("resolve needs a name".into()),
+        "resolve" => Ok(Cmd::Resolve {
+            names,
+            count,
+            every,
+        }),
         "help" | "-h" | "--help" => Ok(Cmd::Help),
         other => Err(format!("unknown command: {other}")),
     }
@@ -244,6 +278,34 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clients_parse_their_flags() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse(&a(&["fetch", "--every", "100", "http://web/"])),
+            Ok(Cmd::Fetch {
+                url: "http://web/".into(),
+                count: 0,
+                every: 100
+            })
+        );
+        assert_eq!(
+            parse(&a(&["resolve", "--count", "1", "web", "tasks.web"])),
+            Ok(Cmd::Resolve {
+                names: a(&["web", "tasks.web"]),
+                count: 1,
+                every: 500
+            })
+        );
+        assert!(parse(&a(&["resolve"]))
+            .unwrap_err()
+            .contains("needs a name"));
+        assert!(parse(&a(&["fetch"])).unwrap_err().contains("needs a URL"));
+        assert!(parse(&a(&["fetch", "--count", "x", "http://w/"]))
+            .unwrap_err()
+            .contains("invalid value"));
+    }
 
     #[test]
     fn builtin_images_match_by_path_whatever_registry_tag_or_digest() {

@@ -7,7 +7,9 @@
 //!   over every task wherever it runs; it follows scale and drain; a port published in host
 //!   mode answers only where its task runs; UDP too;
 //! - service discovery across machines: a task on the first machine reaches, by name, a service
-//!   whose only task runs on the second (its VIP), and `tasks.<name>`;
+//!   whose only task runs on the second (its VIP); the names a task resolves (VIP, alias,
+//!   `tasks.<name>`, `<name>.<slot>`, dnsrr), and none of them once the task is moved to
+//!   another network by an update;
 //! - a daemon restart (SIGKILL, started again) keeps an established connection through the
 //!   mesh (kernel datapath: the rules and connection tracking stay in the kernel);
 //! - the userspace datapath (`SHOAL_DATA_PLANE=userspace`: the mesh in a proxy of the daemon);
@@ -126,6 +128,64 @@ fn logs(m: &Machines, on: &str, service: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A service's virtual IP on a network (bare address).
+fn vip_on(m: &Machines, on: &str, service: &str, network_id: &str) -> String {
+    let svc = m
+        .get_json(on, &format!("/services/{service}"))
+        .expect("service");
+    svc["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["NetworkID"] == network_id)
+        .and_then(|v| v["Addr"].as_str())
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no VIP of {service} on {network_id}: {svc}"))
+        .to_string()
+}
+
+/// The addresses on `network` (by name) of a service's running tasks (of one slot if given).
+fn addresses_on(
+    m: &Machines,
+    on: &str,
+    service: &str,
+    network: &str,
+    slot: Option<u64>,
+) -> BTreeSet<String> {
+    m.tasks(on, service)
+        .expect("tasks")
+        .iter()
+        .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
+        .filter(|t| slot.is_none_or(|s| t["Slot"] == s))
+        .flat_map(|t| {
+            t["NetworksAttachments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|a| a["Network"]["Spec"]["Name"] == network)
+        .filter_map(|a| {
+            a["Addresses"][0]
+                .as_str()
+                .map(|x| x.split('/').next().unwrap_or(x).to_string())
+        })
+        .collect()
+}
+
+/// The addresses of the last `NAME ADDR...` line `shoal testimage resolve` printed for `name`.
+fn last_resolved(out: &str, name: &str) -> Option<BTreeSet<String>> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.split_whitespace().next() == Some(name))?;
+    Some(
+        line.split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 fn assert_no_task_namespaces() {
     let left: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|d| {
@@ -170,7 +230,7 @@ fn e2e_mesh_kernel_datapath() {
             "--name",
             "solo",
             "--network",
-            "webnet",
+            "name=webnet,alias=www",
             "--constraint",
             &format!("node.hostname=={m2}"),
             "shoal/testimage",
@@ -254,6 +314,110 @@ fn e2e_mesh_kernel_datapath() {
         },
     );
     m.step("service discovery across machines");
+
+    // The names a task resolves: a VIP, an alias, tasks.<svc>, <svc>.<slot>, dnsrr; then the
+    // task moved to another network sees none of them.
+    create(
+        &m,
+        &m1,
+        &[
+            "--name",
+            "rr",
+            "--replicas",
+            "2",
+            "--endpoint-mode",
+            "dnsrr",
+            "--network",
+            "webnet",
+            "shoal/testimage",
+        ],
+    );
+    create(
+        &m,
+        &m1,
+        &[
+            "--name",
+            "dns",
+            "--network",
+            "webnet",
+            "shoal/testimage",
+            "resolve",
+            "--every",
+            "300",
+            "solo",
+            "www",
+            "tasks.web",
+            "web.1",
+            "rr",
+            "tasks.rr",
+        ],
+    );
+    m.wait_replicas(&m1, "rr", "2/2");
+    m.wait_replicas(&m1, "dns", "1/1");
+    let webnet = m.get_json(&m1, "/networks/webnet").expect("webnet")["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let solo_vip = vip_on(&m, &m1, "solo", &webnet);
+    let web_ips = addresses_on(&m, &m1, "web", "webnet", None);
+    let web_1 = addresses_on(&m, &m1, "web", "webnet", Some(1));
+    let rr_ips = addresses_on(&m, &m1, "rr", "webnet", None);
+    assert_eq!((web_ips.len(), web_1.len(), rr_ips.len()), (4, 1, 2));
+    let want: Vec<(&str, BTreeSet<String>)> = vec![
+        ("solo", [solo_vip.clone()].into_iter().collect()),
+        ("www", [solo_vip].into_iter().collect()),
+        ("tasks.web", web_ips),
+        ("web.1", web_1),
+        ("rr", rr_ips.clone()),
+        ("tasks.rr", rr_ips),
+    ];
+    wait_for("every name resolved as Docker resolves it", LONG, || {
+        let out = logs(&m, &m1, "dns");
+        for (name, ips) in &want {
+            let got = last_resolved(&out, name).ok_or(format!("no line for {name}: {out}"))?;
+            if got != *ips {
+                return Err(format!("{name}: {got:?}, want {ips:?}"));
+            }
+        }
+        Ok(())
+    });
+    m.docker(&m1, &["network", "create", "-d", "overlay", "othernet"])
+        .ok();
+    m.docker(
+        &m1,
+        &[
+            "service",
+            "update",
+            "-d",
+            "--network-add",
+            "othernet",
+            "--network-rm",
+            "webnet",
+            "dns",
+        ],
+    )
+    .ok();
+    wait_for("the moved task resolves nothing of webnet", LONG, || {
+        let out = logs(&m, &m1, "dns");
+        let tail: Vec<&str> = out.lines().rev().take(6).collect();
+        if tail.len() == 6 && tail.iter().all(|l| l.contains(" error: ")) {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    });
+    let moved = m.tasks(&m1, "dns").expect("tasks");
+    let running: Vec<_> = moved
+        .iter()
+        .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
+        .collect();
+    assert_eq!(running.len(), 1);
+    assert_eq!(
+        running[0]["NetworksAttachments"][0]["Network"]["Spec"]["Name"], "othernet",
+        "{}",
+        running[0]
+    );
+    m.step("names and a network move");
 
     // An established connection survives a daemon crash and restart.
     let mut kept = connect(m.ip(&m1), 4000).expect("connect");
@@ -345,7 +509,7 @@ fn e2e_mesh_kernel_datapath() {
     m.step("host mode and UDP");
 
     // Removing the services: the ports stop answering, the task namespaces go.
-    for s in ["web", "solo", "client", "hostport", "udp"] {
+    for s in ["web", "solo", "client", "hostport", "udp", "rr", "dns"] {
         m.docker(&m1, &["service", "rm", s]).ok();
     }
     wait_for("port 4000 no longer answers", LONG, || {

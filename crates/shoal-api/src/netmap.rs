@@ -38,6 +38,43 @@ impl NetworkMap {
     pub fn network(&self, id: &str) -> Option<&OverlayPlan> {
         self.networks.iter().find(|n| n.id == id)
     }
+
+    /// The ingress network, if this node has it.
+    pub fn ingress(&self) -> Option<&OverlayPlan> {
+        self.networks.iter().find(|n| n.ingress)
+    }
+
+    /// Where this node (`node_id`) sends a published port's connections: for ingress mode,
+    /// every backend's ingress address; for host mode, this node's own backends, on the first
+    /// of their addresses on a network this node has.
+    pub fn port_targets<'a>(
+        &'a self,
+        svc: &'a ServicePlan,
+        mode: PublishMode,
+        node_id: &str,
+    ) -> Vec<&'a str> {
+        match mode {
+            PublishMode::Ingress => match self.ingress() {
+                Some(ing) => svc
+                    .backends
+                    .iter()
+                    .filter_map(|b| b.ip_on(&ing.id))
+                    .collect(),
+                None => Vec::new(),
+            },
+            PublishMode::Host => svc
+                .backends
+                .iter()
+                .filter(|b| b.node_id == node_id)
+                .filter_map(|b| {
+                    b.addresses
+                        .iter()
+                        .find(|a| self.network(&a.network_id).is_some())
+                        .map(|a| a.ip.as_str())
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One overlay network as this node builds it.

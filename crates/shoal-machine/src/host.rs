@@ -291,7 +291,7 @@ impl Host for RealHost {
 
 /// The task namespaces (`/run/netns/shtask-*`) a machine's daemon made: their `lo` carries
 /// the mark of the node's namespace (`shoal-node:DEV:INODE`, see `shoal_net::kernel`).
-fn owned_task_namespaces(netns: &str) -> Vec<String> {
+pub fn owned_task_namespaces(netns: &str) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(format!("/run/netns/{netns}")) else {
         return Vec::new();

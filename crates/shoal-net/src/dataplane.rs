@@ -397,26 +397,12 @@ fn file(target: &str, data: String) -> MountedFile {
 /// The ports the userspace proxy serves and where to: ingress ports to every backend's ingress
 /// address, host ports to this node's own backends.
 fn proxied_ports(map: &NetworkMap, node_id: &str) -> BTreeMap<(Protocol, u16), Vec<SocketAddr>> {
-    let ingress = map
-        .networks
-        .iter()
-        .find(|n| n.ingress)
-        .map(|n| n.id.as_str());
     let mut out = BTreeMap::new();
     for svc in &map.services {
         for p in &svc.ports {
-            let backends: Vec<SocketAddr> = svc
-                .backends
-                .iter()
-                .filter(|b| p.mode == PublishMode::Ingress || b.node_id == node_id)
-                .filter_map(|b| match p.mode {
-                    PublishMode::Ingress => ingress.and_then(|i| b.ip_on(i)),
-                    PublishMode::Host => b
-                        .addresses
-                        .iter()
-                        .find(|a| map.network(&a.network_id).is_some())
-                        .map(|a| a.ip.as_str()),
-                })
+            let backends: Vec<SocketAddr> = map
+                .port_targets(svc, p.mode, node_id)
+                .into_iter()
                 .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
                 .map(|ip| SocketAddr::V4(SocketAddrV4::new(ip, p.target)))
                 .collect();

@@ -558,6 +558,8 @@ fn e2e_getstarted_guide_scenario() {
         eprintln!("skipping e2e_getstarted: {why}");
         return;
     }
+    // One machine test at a time on a host (they share /run/netns and the CPUs).
+    let _lock = common::machines::MachinesLock::take();
     let before = host_names();
     let mut r = Run::start();
     let mut cmd = Command::new("timeout");

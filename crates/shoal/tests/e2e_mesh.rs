@@ -186,15 +186,13 @@ fn last_resolved(out: &str, name: &str) -> Option<BTreeSet<String>> {
     )
 }
 
-fn assert_no_task_namespaces() {
-    let left: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("shtask-"))
-                .collect()
-        })
-        .unwrap_or_default();
+/// None of the task namespaces seen during the test is left (other tests on the host may
+/// have task namespaces of their own).
+fn assert_gone(seen: &BTreeSet<String>) {
+    let left: Vec<&String> = seen
+        .iter()
+        .filter(|ns| std::path::Path::new("/run/netns").join(ns).exists())
+        .collect();
     assert!(left.is_empty(), "task namespaces left: {left:?}");
 }
 
@@ -255,6 +253,8 @@ fn e2e_mesh_kernel_datapath() {
         "{page}"
     );
     m.step("mesh answers on both machines");
+    let mut seen = m.task_namespaces();
+    assert_eq!(seen.len(), 5, "a namespace per task: {seen:?}");
 
     // By name across machines: a task on m1 reaches `solo` (only on m2) and `web` (VIP).
     create(
@@ -418,6 +418,7 @@ fn e2e_mesh_kernel_datapath() {
         running[0]
     );
     m.step("names and a network move");
+    seen.extend(m.task_namespaces());
 
     // An established connection survives a daemon crash and restart.
     let mut kept = connect(m.ip(&m1), 4000).expect("connect");
@@ -507,6 +508,7 @@ fn e2e_mesh_kernel_datapath() {
         });
     }
     m.step("host mode and UDP");
+    seen.extend(m.task_namespaces());
 
     // Removing the services: the ports stop answering, the task namespaces go.
     for s in ["web", "solo", "client", "hostport", "udp", "rr", "dns"] {
@@ -521,15 +523,10 @@ fn e2e_mesh_kernel_datapath() {
         Ok(())
     });
     wait_for("no task namespace left", LONG, || {
-        let n = std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("shtask-"))
-                    .count()
-            })
-            .unwrap_or(0);
-        (n == 0).then_some(()).ok_or(format!("{n} left"))
+        let left = m.task_namespaces();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
     });
+    assert_gone(&seen);
 
     // Leaving: the worker's overlays and rules go.
     m.docker(&m2, &["swarm", "leave"]).ok();
@@ -552,7 +549,7 @@ fn e2e_mesh_kernel_datapath() {
     m.step("left cleanly");
 
     m.rm_all();
-    assert_no_task_namespaces();
+    assert_gone(&seen);
     let left = m.leftovers();
     assert!(left.is_empty(), "left on the host: {left:?}");
 }
@@ -591,6 +588,7 @@ fn e2e_mesh_userspace_datapath() {
     );
     m.wait_replicas(&m1, "web", "3/3");
     let all = wait_mesh(&m, "web", 4000, "port 4000 balanced by the proxy");
+    let mut seen = m.task_namespaces();
     assert_eq!(all.len(), 3);
     // Without NAT, a service name resolves to its tasks.
     create(
@@ -609,6 +607,7 @@ fn e2e_mesh_userspace_datapath() {
         ],
     );
     m.wait_replicas(&m1, "client", "1/1");
+    seen.extend(m.task_namespaces());
     wait_for("client reaches web by name", LONG, || {
         let out = logs(&m, &m1, "client");
         out.lines()
@@ -624,7 +623,7 @@ fn e2e_mesh_userspace_datapath() {
         }
     });
     m.rm_all();
-    assert_no_task_namespaces();
+    assert_gone(&seen);
     let left = m.leftovers();
     assert!(left.is_empty(), "left on the host: {left:?}");
 }

@@ -16,6 +16,7 @@
 //! node holds an address on ([`node_networks`]): ingress always (every node answers on the
 //! routing mesh), and every network a task that runs or will run there is attached to.
 
+use super::endpoint::spec_ports;
 use crate::ipam::Cidr;
 use shoal_api::netmap::TaskAttachment;
 use shoal_api::{engine, Network, Service, Task};
@@ -154,14 +155,6 @@ fn find_network<'a>(state: &'a StoreState, target: &str) -> Option<&'a Network> 
             .find(|n| n.name() == target)
             .or_else(|| state.networks.values().find(|n| n.id.starts_with(target)))
     })
-}
-
-fn spec_ports(svc: &Service) -> &[engine::EndpointPortConfig] {
-    svc.spec
-        .endpoint_spec
-        .as_ref()
-        .and_then(|e| e.ports.as_deref())
-        .unwrap_or(&[])
 }
 
 /// Whether a service publishes a port in ingress mode (it then has a VIP on ingress).

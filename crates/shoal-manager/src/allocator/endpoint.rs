@@ -70,7 +70,7 @@ impl PortMap {
     }
 }
 
-fn spec_ports(s: &Service) -> &[engine::EndpointPortConfig] {
+pub(crate) fn spec_ports(s: &Service) -> &[engine::EndpointPortConfig] {
     s.spec
         .endpoint_spec
         .as_ref()

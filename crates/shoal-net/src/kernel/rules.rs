@@ -76,11 +76,6 @@ fn reject_for(proto: Protocol) -> &'static str {
 ///
 /// Returns an empty string when there is nothing to program (the caller then removes the table).
 pub fn node_rules(map: &NetworkMap, node_id: &str) -> String {
-    let ingress = map
-        .networks
-        .iter()
-        .find(|n| n.ingress)
-        .map(|n| n.id.as_str());
     let mut mesh = Vec::new();
     let mut reject = Vec::new();
     for svc in &map.services {
@@ -89,23 +84,7 @@ pub fn node_rules(map: &NetworkMap, node_id: &str) -> String {
                 continue;
             }
             let proto = port.protocol.as_str();
-            let targets: Vec<&str> = match port.mode {
-                PublishMode::Ingress => match ingress {
-                    Some(ing) => svc.backends.iter().filter_map(|b| b.ip_on(ing)).collect(),
-                    None => Vec::new(),
-                },
-                PublishMode::Host => svc
-                    .backends
-                    .iter()
-                    .filter(|b| b.node_id == node_id)
-                    .filter_map(|b| {
-                        b.addresses
-                            .iter()
-                            .find(|a| map.network(&a.network_id).is_some())
-                            .map(|a| a.ip.as_str())
-                    })
-                    .collect(),
-            };
+            let targets = map.port_targets(svc, port.mode, node_id);
             if !targets.is_empty() {
                 mesh.push(format!(
                     "{proto} dport {} {}",

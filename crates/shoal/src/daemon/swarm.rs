@@ -1326,14 +1326,7 @@ impl Daemon {
             let _ = self.stop_roles().await;
         }
         self.remove_all_tasks().await;
-        let dp = self
-            .data_plane
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((_, dp)) = dp {
-            dp.remove_all().await;
-        }
+        self.remove_data_plane().await;
         self.swarm_dir
             .remove()
             .map_err(|e| anyhow::anyhow!("removing swarm state: {e}"))?;
@@ -1374,6 +1367,18 @@ impl Daemon {
         }
     }
 
+    /// Removes everything the node's data plane made (namespaces, overlays, rules).
+    async fn remove_data_plane(&self) {
+        let dp = self
+            .data_plane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((_, dp)) = dp {
+            dp.remove_all().await;
+        }
+    }
+
     /// Daemon shutdown: stop the roles; stop task processes unless live-restore is on.
     pub async fn shutdown(&self) {
         let _ = self.stop_roles().await;
@@ -1387,14 +1392,7 @@ impl Daemon {
             }
             // The tasks are gone: so are their namespaces, and the node's rules pointing at
             // them (the next start builds the data plane again from the manager's map).
-            let dp = self
-                .data_plane
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some((_, dp)) = dp {
-                dp.remove_all().await;
-            }
+            self.remove_data_plane().await;
         }
     }
 }

@@ -484,27 +484,17 @@ impl Machines {
         }
     }
 
-    /// Whether `ns` is a task namespace one of the machines' daemons made: its `lo` carries
-    /// the mark of that machine's namespace (`shoal-node:DEV:INODE`, see `shoal_net::kernel`).
-    fn owns_task_netns(&self, ns: &str) -> bool {
-        if !ns.starts_with("shtask-") {
-            return false;
-        }
-        let marks: Vec<String> = self
-            .names
+    /// The task namespaces the machines' daemons have now (`shtask-*` with their mark).
+    pub fn task_namespaces(&self) -> BTreeSet<String> {
+        self.names
             .iter()
-            .filter_map(|n| std::fs::metadata(Path::new("/run/netns").join(netns_of(n))).ok())
-            .map(|m| format!("shoal-node:{}:{}", m.dev(), m.ino()))
-            .collect();
-        Command::new("ip")
-            .args(["-n", ns, "-o", "link", "show", "lo"])
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .any(|w| marks.iter().any(|m| m == w))
-            })
+            .flat_map(|n| shoal_machine::host::owned_task_namespaces(&netns_of(n)))
+            .collect()
+    }
+
+    /// Whether `ns` is a task namespace one of the machines' daemons made.
+    fn owns_task_netns(&self, ns: &str) -> bool {
+        ns.starts_with("shtask-") && self.task_namespaces().contains(ns)
     }
 
     fn shoal_cmd(&self) -> Command {

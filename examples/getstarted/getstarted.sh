@@ -8,7 +8,8 @@
 # README.md next to this script walks through it. The steps run in a temporary directory that
 # holds a copy of docker-compose.yml (the scaling steps edit the copy).
 #
-# Needs root (machines are network namespaces) and the `ip`, `unshare` and `nsenter` commands.
+# Needs root (machines are network namespaces) and the `ip`, `unshare`, `nsenter`, `nft` and
+# `curl` commands.
 #
 # Environment:
 #   SHOAL                       the shoal binary (default: target/release/shoal of this

@@ -197,6 +197,10 @@ impl DataPlane {
                 if st.node_rules.as_ref() != Some(&rules) {
                     self.kernel.apply_rules(None, &rules).await?;
                     st.node_rules = Some(rules);
+                    // UDP flows DNATed to a task that is gone would go on to it.
+                    if let Err(e) = self.kernel.flush_stale_udp(None, map).await {
+                        tracing::debug!(error = %e, "forgetting stale UDP flows failed");
+                    }
                 }
             }
             Datapath::Userspace => {
@@ -228,7 +232,10 @@ impl DataPlane {
                 let rules = kernel::task_rules(map, &t.attachments);
                 if t.rules.as_ref() != Some(&rules) {
                     match self.kernel.apply_rules(Some(&t.netns), &rules).await {
-                        Ok(()) => t.rules = Some(rules),
+                        Ok(()) => {
+                            t.rules = Some(rules);
+                            let _ = self.kernel.flush_stale_udp(Some(&t.netns), map).await;
+                        }
                         Err(e) => tracing::warn!(task = %id, error = %e, "task rules not applied"),
                     }
                 }

@@ -20,6 +20,7 @@
 pub mod cluster;
 pub mod flow;
 pub mod machines;
+pub mod mesh;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -99,6 +99,30 @@ pub fn release_created(state: &StoreState, t: &mut Task, now: DateTime<Utc>) -> 
     true
 }
 
+/// The endpoint a service created or updated in this transaction should have now (its
+/// published ports and VIPs, as the allocator pass would give them), so the pass finds nothing
+/// to write right after the change: a client that reads the service and updates it at once
+/// does not meet a version bumped behind its back. Keeps the current endpoint when no port is
+/// free (the pass retries).
+pub fn endpoint_now(
+    state: &StoreState,
+    svc: &shoal_api::Service,
+) -> Option<shoal_api::engine::ServiceEndpoint> {
+    let mut ports = endpoint::PortMap::of(state);
+    let mut book = addresses::AddressBook::of(state);
+    match endpoint::allocate(svc, &mut ports) {
+        Ok(mut e) => {
+            e.virtual_ips = addresses::virtual_ips(state, &mut book, svc);
+            if endpoint::needs_write(svc, &e) {
+                Some(e)
+            } else {
+                svc.endpoint.clone()
+            }
+        }
+        Err(_) => svc.endpoint.clone(),
+    }
+}
+
 /// Plans the services' endpoints and the release of new tasks.
 pub fn plan(state: &StoreState, now: DateTime<Utc>) -> Plan {
     let mut plan = Plan::default();

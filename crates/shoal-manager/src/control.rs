@@ -147,6 +147,7 @@ impl Control {
                 check_port_conflicts(tx, &service.spec, None)?;
                 let mut service = service.clone();
                 crate::objects::resolve_service_refs(state, &mut service.spec)?;
+                service.endpoint = crate::allocator::endpoint_now(state, &service);
                 tx.create(Object::Service(service))?;
                 Ok(())
             })
@@ -218,6 +219,7 @@ impl Control {
                 if let Some(auth) = registry_auth.clone() {
                     svc.registry_auth = Some(auth).filter(|a| !a.is_empty());
                 }
+                svc.endpoint = crate::allocator::endpoint_now(tx.state(), &svc);
                 tx.update(Object::Service(svc))?;
                 Ok(())
             })
@@ -1162,6 +1164,52 @@ mod tests {
             e.to_string(),
             "name conflicts with an existing object: service WEB already exists"
         );
+    }
+
+    #[tokio::test]
+    async fn published_ports_are_allocated_with_the_write_itself() {
+        let c = control_with(vec![]).await;
+        let mut s = spec("web", "nginx", 1);
+        s.endpoint_spec = Some(engine::EndpointSpec {
+            mode: None,
+            ports: Some(vec![engine::EndpointPortConfig {
+                target_port: Some(80),
+                ..Default::default()
+            }]),
+        });
+        let id = c.create_service(s.clone(), None).await.unwrap();
+        let stored = c.resolve_service(&id).unwrap();
+        let published = |svc: &Service| {
+            svc.endpoint
+                .as_ref()
+                .and_then(|e| e.ports.as_ref())
+                .map(|p| p[0].published_port)
+        };
+        assert_eq!(
+            published(&stored),
+            Some(Some(30000)),
+            "{:?}",
+            stored.endpoint
+        );
+        // Nothing is left for the allocator pass to write (no version bump behind a client).
+        let plan = c
+            .store
+            .view(|st| crate::allocator::plan(st, chrono::Utc::now()));
+        assert!(
+            !plan
+                .intents
+                .iter()
+                .any(|i| matches!(i, crate::orchestrator::Intent::SetEndpoint { .. })),
+            "{plan:?}"
+        );
+        // An update keeps the port it holds.
+        let mut s2 = s.clone();
+        s2.labels = Some([("a".to_string(), "b".to_string())].into());
+        c.update_service(&id, stored.meta.version, s2, None, false)
+            .await
+            .unwrap();
+        let updated = c.resolve_service(&id).unwrap();
+        assert_eq!(published(&updated), Some(Some(30000)));
     }
 
     #[tokio::test]

@@ -173,7 +173,8 @@ impl Dispatcher {
 
     /// The current set of tasks assigned to `node_id`.
     pub fn assignment_set(&self, node_id: &str) -> AssignmentSet {
-        self.store.view(|s| build_set(s, node_id))
+        self.store
+            .view(|s| build_set(s, node_id, crate::netmap::build(s, node_id)))
     }
 
     /// The set of `node_id` if its fingerprint differs from `last`, with that fingerprint.
@@ -185,11 +186,12 @@ impl Dispatcher {
         last: Option<&Fingerprint>,
     ) -> Option<(AssignmentSet, Fingerprint)> {
         self.store.view(|s| {
-            let fp = fingerprint(s, node_id);
+            let network = crate::netmap::build(s, node_id);
+            let fp = fingerprint(s, node_id, &network);
             if last == Some(&fp) {
                 return None;
             }
-            Some((build_set(s, node_id), fp))
+            Some((build_set(s, node_id, network), fp))
         })
     }
 
@@ -360,7 +362,11 @@ fn from_service(s: &StoreState, t: &Task) -> (Option<String>, Option<String>) {
     )
 }
 
-fn build_set(s: &StoreState, node_id: &str) -> AssignmentSet {
+fn build_set(
+    s: &StoreState,
+    node_id: &str,
+    network: shoal_api::netmap::NetworkMap,
+) -> AssignmentSet {
     let mut tasks: Vec<Assignment> = on_node(s, node_id)
         .map(|t| {
             let (registry_auth, runtime) = from_service(s, t);
@@ -377,7 +383,7 @@ fn build_set(s: &StoreState, node_id: &str) -> AssignmentSet {
         tasks,
         secrets,
         configs,
-        network: crate::netmap::build(s, node_id),
+        network,
     }
 }
 
@@ -427,7 +433,11 @@ fn dependencies<'a>(
     (secrets, configs)
 }
 
-fn fingerprint(s: &StoreState, node_id: &str) -> Fingerprint {
+fn fingerprint(
+    s: &StoreState,
+    node_id: &str,
+    network: &shoal_api::netmap::NetworkMap,
+) -> Fingerprint {
     use std::hash::{Hash, Hasher};
     let mut fp: Vec<(String, u64, u64)> = on_node(s, node_id)
         .map(|t| {
@@ -444,7 +454,7 @@ fn fingerprint(s: &StoreState, node_id: &str) -> Fingerprint {
         .collect();
     fp.sort_unstable();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    crate::netmap::build(s, node_id).hash(&mut h);
+    network.hash(&mut h);
     (fp, h.finish())
 }
 
@@ -725,7 +735,7 @@ mod tests {
         assert!(!json.contains("czE=") && !json.contains("czI="));
 
         // Once the task has ended, its secret and config are no longer sent.
-        let fp_before = store.view(|s| fingerprint(s, "a"));
+        let fp_before = store.view(|s| fingerprint(s, "a", &crate::netmap::build(s, "a")));
         store
             .update(|tx| {
                 let mut t = tx.get_task(&a_id).expect("the task");
@@ -737,6 +747,9 @@ mod tests {
         let a = d.assignment_set("a");
         assert_eq!(a.tasks.len(), 1);
         assert!(a.secrets.is_empty() && a.configs.is_empty());
-        assert_ne!(fp_before, store.view(|s| fingerprint(s, "a")));
+        assert_ne!(
+            fp_before,
+            store.view(|s| fingerprint(s, "a", &crate::netmap::build(s, "a")))
+        );
     }
 }

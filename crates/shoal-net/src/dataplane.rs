@@ -146,29 +146,43 @@ impl DataPlane {
 
     /// The map as the DNS answers from it: in the userspace datapath VIP names resolve to the
     /// tasks (no NAT serves the VIPs).
-    fn dns_view(&self, map: &NetworkMap) -> NetworkMap {
-        let mut m = map.clone();
-        if self.datapath == Datapath::Userspace {
-            for s in &mut m.services {
-                s.endpoint_mode = EndpointMode::Dnsrr;
+    fn dns_view(&self, map: &Arc<NetworkMap>) -> Arc<NetworkMap> {
+        if self.datapath == Datapath::Kernel {
+            return Arc::clone(map);
+        }
+        let mut m = (**map).clone();
+        for s in &mut m.services {
+            s.endpoint_mode = EndpointMode::Dnsrr;
+        }
+        Arc::new(m)
+    }
+
+    /// Makes each overlay of `plans` exist as planned (only those that changed since they were
+    /// last made), recording them in `st`.
+    async fn ensure_overlays(
+        &self,
+        st: &mut State,
+        plans: &[&OverlayPlan],
+        map: &NetworkMap,
+    ) -> Result<(), KernelError> {
+        let underlay: Ipv4Addr = map.underlay.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        for &plan in plans {
+            if st.overlays.get(&plan.vni) != Some(plan) {
+                self.kernel
+                    .ensure_overlay(plan, underlay, map.data_path_port)
+                    .await?;
+                st.overlays.insert(plan.vni, plan.clone());
             }
         }
-        m
+        Ok(())
     }
 
     async fn apply(&self, map: &NetworkMap) -> Result<(), DataPlaneError> {
         let mut st = self.state.lock().await;
-        let underlay: Ipv4Addr = map.underlay.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
         // Overlays.
         let wanted: BTreeMap<u32, &OverlayPlan> = map.networks.iter().map(|n| (n.vni, n)).collect();
-        for (vni, plan) in &wanted {
-            if st.overlays.get(vni) != Some(*plan) {
-                self.kernel
-                    .ensure_overlay(plan, underlay, map.data_path_port)
-                    .await?;
-                st.overlays.insert(*vni, (*plan).clone());
-            }
-        }
+        let plans: Vec<&OverlayPlan> = wanted.values().copied().collect();
+        self.ensure_overlays(&mut st, &plans, map).await?;
         let in_use: HashSet<&str> = st
             .tasks
             .values()
@@ -282,16 +296,10 @@ impl DataPlane {
         }
         let mut st = self.state.lock().await;
         // The overlays may be newer than the last update applied.
-        let underlay: Ipv4Addr = map.underlay.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
-        for (plan, _) in &pairs {
-            if st.overlays.get(&plan.vni) != Some(plan) {
-                self.kernel
-                    .ensure_overlay(plan, underlay, map.data_path_port)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                st.overlays.insert(plan.vni, plan.clone());
-            }
-        }
+        let plans: Vec<&OverlayPlan> = pairs.iter().map(|(plan, _)| plan).collect();
+        self.ensure_overlays(&mut st, &plans, &map)
+            .await
+            .map_err(|e| e.to_string())?;
         let netns = self
             .kernel
             .ensure_task(&task.id, &pairs)
@@ -426,7 +434,7 @@ fn proxied_ports(map: &NetworkMap, node_id: &str) -> BTreeMap<(Protocol, u16), V
 impl TaskNetwork for DataPlane {
     async fn update(&self, map: &NetworkMap) {
         let map = Arc::new(map.clone());
-        self.dns.set_map(Arc::new(self.dns_view(&map)));
+        self.dns.set_map(self.dns_view(&map));
         if let Err(e) = self.apply(&map).await {
             tracing::warn!(error = %e, "applying the network map failed");
         }

@@ -468,13 +468,14 @@ impl Machines {
                 self.daemon_pids.borrow_mut().insert(pid);
             }
         }
+        let tasks = self.task_namespaces();
         for ns in dir_names(Path::new("/run/netns")) {
             if self.before.netns.contains(&ns) || self.new_netns.borrow().contains_key(&ns) {
                 continue;
             }
             let ours = self.named_after_us(&ns)
                 || addresses(&["-n", &ns]).iter().any(|a| self.in_subnet(*a))
-                || self.owns_task_netns(&ns);
+                || tasks.contains(&ns);
             if !ours {
                 continue;
             }
@@ -490,11 +491,6 @@ impl Machines {
             .iter()
             .flat_map(|n| shoal_machine::host::owned_task_namespaces(&netns_of(n)))
             .collect()
-    }
-
-    /// Whether `ns` is a task namespace one of the machines' daemons made.
-    fn owns_task_netns(&self, ns: &str) -> bool {
-        ns.starts_with("shtask-") && self.task_namespaces().contains(ns)
     }
 
     fn shoal_cmd(&self) -> Command {
